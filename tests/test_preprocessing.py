@@ -31,6 +31,8 @@ def test_ahe_matches_scikit_image_colour_path(ihc):
     ref = exposure.equalize_adapthist(img)
     assert ours.shape == img.shape and ours.dtype == np.float64
     assert np.abs(ours - ref).max() < 1e-12
+    ours32 = pp.ahe(img, dtype=np.float32)
+    assert ours32.dtype == np.float32 and np.abs(ours32 - ref).max() < 1e-5
 
 
 def test_ahe_greyscale_and_range(ihc):
@@ -57,8 +59,10 @@ def test_preprocess_shape_dtype(ihc, method):
     if method == "none":
         np.testing.assert_array_equal(out, ihc)
     else:
+        # the chain works in float32: at most one grey level from the float64 reference
         expected = np.clip(np.rint(pp.gaussian(pp.ahe(ihc)) * 255), 0, 255)
-        np.testing.assert_array_equal(out, expected.astype(np.uint8))
+        assert np.abs(out.astype(int) - expected).max() <= 1
+        assert (out == expected).mean() > 0.99
 
 
 def test_preprocess_float_input_and_bad_input(ihc):
@@ -173,7 +177,8 @@ def test_prepare_row_order_and_matches_preprocess(tiny, tmp_path):
     a = pp.prepare(tiny, method="none", input_size=24, cache_dir=tmp_path / "c", progress=False)
     for i in range(3):
         expected = np.clip(np.rint(pp.resize(io.imread(tiny.table["path"].iloc[i]), 24) * 255), 0, 255)
-        np.testing.assert_array_equal(a[i], expected.astype(np.uint8))
+        assert np.abs(a[i].astype(int) - expected).max() <= 1  # float32 chain vs float64 reference
+        assert (a[i] == expected).mean() > 0.99
 
 
 def test_prepare_damaged_cache_is_recomputed(tiny, tmp_path):
