@@ -236,12 +236,13 @@ def counts(table_with_split: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFram
     """Images per class and split before and after augmentation (the paper's Tables 5-6).
 
     Columns ``label``, ``train_before``, ``train_after``, ``test_before``, ``test_after``,
-    ``total_before``, ``total_after``, ``train_factor``; a final ``total`` row.
+    ``total_before``, ``total_after``, ``train_factor``; classes in ``y`` order, then a ``total`` row.
     """
     def per(df: pd.DataFrame, split: str) -> pd.Series:
         return df[df["split"] == split].groupby("label").size()
 
-    labels = list(dict.fromkeys(table_with_split["label"]))
+    order = table_with_split.sort_values("y", kind="stable") if "y" in table_with_split else table_with_split
+    labels = list(dict.fromkeys(order["label"]))  # class order (y), not alphabetical
     out = pd.DataFrame(index=pd.Index(labels, name="label"))
     out["train_before"] = per(table_with_split, "train")
     out["train_after"] = per(samples, "train")

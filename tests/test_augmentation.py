@@ -222,3 +222,6 @@ def test_counts_table():
     assert c.loc["total", "total_before"] == len(t)
     assert c.loc["total", "total_after"] == len(s)
     assert (c["train_factor"] == 10).all()
+    assert list(c.index) == ["poorly", "moderately", "well", "total"]
+    shuffled = t.sort_values("label")  # alphabetical rows must not change the class order
+    assert list(aug.counts(shuffled, s)["label"]) == ["poorly", "moderately", "well", "total"]
