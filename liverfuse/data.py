@@ -374,8 +374,7 @@ def _scan_manifest(root: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
 
 def _validate(root: Path, rel_paths: list[str], cache_dir: Path | None, progress: bool | None) -> dict[str, str | None]:
     """Decode every file once (cached by path, size and mtime); return the conversion kind per file."""
-    from tqdm.auto import tqdm
-
+    tqdm = phantom._tqdm()
     cache_file = None
     known: dict[str, list] = {}
     if cache_dir is not None:
@@ -398,7 +397,8 @@ def _validate(root: Path, rel_paths: list[str], cache_dir: Path | None, progress
             todo.append((rel, stamp))
     errors: list[str] = []
     show = (len(todo) >= 200) if progress is None else progress
-    for rel, stamp in tqdm(todo, desc="checking images", disable=not show, leave=False):
+    # disable=None: a bar on terminals only, so notebook outputs do not depend on cache state
+    for rel, stamp in tqdm(todo, desc="checking images", disable=None if show else True, leave=False):
         try:
             _, kind = _decode(root / rel)
         except DataError as err:
@@ -470,7 +470,8 @@ def load_dataset(
     phantom_size : (width, height)
         Phantom image size (ignored for real data).
     progress : bool or None
-        Progress bar while decoding; ``None`` = only for 200 or more unchecked files.
+        Progress bar while decoding (terminals only); ``None`` = only for 200 or more
+        unchecked files.
 
     Returns
     -------

@@ -407,7 +407,8 @@ def generate(root: Path, *, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE,
     size : (width, height)
         Image size; the default is the paper's 1665 x 1393 divided by 5.
     progress : bool
-        Show a progress bar.
+        Show a progress bar (on a terminal; never inside a notebook, whose outputs
+        must not depend on whether the phantom was already cached).
 
     Returns
     -------
@@ -415,14 +416,16 @@ def generate(root: Path, *, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE,
         ``root``.
     """
     from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
+
+    tqdm = _tqdm()
 
     seed, size = _check(seed, size)
     root = Path(root)
     jobs = [(ci, k, j) for ci, g in enumerate(CLASSES) for k in range(PATIENTS[g]) for j in range(IMAGES_PER_PATIENT)]
     looks = {}
     with threadpool_limits(1):  # small matrix products: BLAS threads only add overhead
-        for ci, k, j in tqdm(jobs, desc="phantom", disable=not progress, leave=False):
+        # disable=None: a bar on terminals only, so notebook outputs do not depend on cache state
+        for ci, k, j in tqdm(jobs, desc="phantom", disable=None if progress else True, leave=False):
             if (ci, k) not in looks:
                 looks[ci, k] = _patient_look(seed, ci, k)
             look = looks[ci, k]
@@ -436,6 +439,17 @@ def generate(root: Path, *, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE,
     with atomic_write(root / "phantom.json", "w") as f:
         json.dump(meta, f, indent=1)
     return root
+
+
+def _tqdm():
+    """``tqdm.auto.tqdm``, imported without its warning in notebooks that lack ipywidgets (the warning
+    would make a notebook's stderr depend on which module imported tqdm first)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
+    return tqdm
 
 
 def _check(seed, size) -> tuple[int, tuple[int, int]]:
