@@ -292,6 +292,8 @@ def prepare(
         raise ValueError(f"dataset.table lacks column(s) {sorted(missing)}; load it with liverfuse.data.load.")
     ids = table["image_id"].astype(str).tolist()
     n = len(ids)
+    if n == 0:
+        raise ValueError("dataset.table has no images; check data_dir (liverfuse.data.load lists what it found).")
     files = [(iid, file_digest(p)) for iid, p in zip(ids, table["path"])]
     key = digest("prepare", _PREPARE_VERSION, method, float(sigma), size, files)
     path = Path(cache_dir) / "prepared" / f"{_safe(getattr(dataset, 'name', 'data'))}-{method}-{size}px-{key}.npz"

@@ -230,3 +230,5 @@ def test_prepare_bad_arguments(tiny, tmp_path):
         pp.prepare(tiny, method="clahe", input_size=16, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="input_size"):
         pp.prepare(tiny, method="paper", input_size=0, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="no images"):
+        pp.prepare(_Dataset(tiny.table.iloc[:0]), method="paper", input_size=16, cache_dir=tmp_path)
