@@ -314,7 +314,7 @@ def render(look: PatientLook, rng: np.random.Generator, size: tuple[int, int] = 
     border = find_boundaries(label, mode="inner")
     px = w / DEFAULT_SIZE[0]  # pixels per pixel of the default size: keeps membranes equally thick
     if px > 1.5:
-        border = ndi.distance_transform_edt(~border) < 0.5 * px
+        border = ndi.maximum_filter(border, size=int(round(px)))
     border = border.astype(np.float32)
 
     # ---- nuclei: size, pleomorphism, irregular contours, hyperchromasia
@@ -383,11 +383,13 @@ def render(look: PatientLook, rng: np.random.Generator, size: tuple[int, int] = 
     E = E * es + 0.02
     # section thickness varies slowly across the slide; optics blur the densities slightly
     thick = np.exp(np.float32(0.08) * _smooth_field(rng, shape, 6 * cell))
-    dens = np.stack([H * thick, E * thick, np.full(shape, 0.01, np.float32)], -1)
-    dens = gaussian(dens, sigma=0.45 * w / DEFAULT_SIZE[0], channel_axis=-1, preserve_range=True)
+    sigma = 0.45 * w / DEFAULT_SIZE[0]
+    H = gaussian(H * thick, sigma=sigma, preserve_range=True)
+    E = gaussian(E * thick, sigma=sigma, preserve_range=True)
     # Beer-Lambert: transmitted light = exp(-densities @ stain matrix), exactly what
     # skimage.color.combine_stains computes, done in float32 here because it is the hot path
-    rgb = np.exp(-(dens @ _stain_matrix(look).astype(np.float32)))
+    m = _stain_matrix(look).astype(np.float32)
+    rgb = np.exp(-(H[..., None] * m[0] + E[..., None] * m[1] + np.float32(0.01) * m[2]))
     rgb += rng.random(rgb.shape, dtype=np.float32) * np.float32(0.04) - np.float32(0.02)  # sensor noise
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
@@ -489,6 +491,7 @@ def ensure(cache_dir: Path, *, seed: int = 0, size: tuple[int, int] = DEFAULT_SI
         return target
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
     try:
         generate(tmp, seed=seed, size=size)
         if target.exists() and not _complete(target):
