@@ -270,7 +270,8 @@ def prepare(
         if smaller) when more than :data:`PARALLEL_PIXELS` pixels are to be processed (e.g. the paper's
         438 images at 1665 x 1393), else 1 (starting workers would cost more than it saves).
     progress : bool
-        Show a tqdm progress bar on a cache miss.
+        Show a tqdm progress bar on a cache miss, on a terminal only (``disable=None``): never inside a
+        notebook, whose outputs must not depend on whether the cache was warm.
 
     Returns
     -------
@@ -310,7 +311,7 @@ def prepare(
     out = np.empty((n, size, size, 3), dtype=np.uint8)
     desc = f"prepare ({method}, {size} px)"
     if n_jobs == 1 or n < 2:
-        for i in tqdm(range(n), desc=desc, disable=not progress or n < 20):
+        for i in tqdm(range(n), desc=desc, disable=None if progress and n >= 20 else True):
             out[i] = _prepare_one(dataset, i, method, size, sigma)
     else:
         from joblib import Parallel, delayed
@@ -318,7 +319,7 @@ def prepare(
         jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
             delayed(_prepare_one)(dataset, i, method, size, sigma) for i in range(n)
         )
-        for i, img in enumerate(tqdm(jobs, total=n, desc=desc, disable=not progress or n < 20)):
+        for i, img in enumerate(tqdm(jobs, total=n, desc=desc, disable=None if progress and n >= 20 else True)):
             out[i] = img
     save_npz(path, images=out, image_id=np.asarray(ids, dtype=str))
     return out
