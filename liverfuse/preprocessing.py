@@ -278,7 +278,11 @@ def prepare(
     ndarray
         ``uint8`` ``(N, S, S, 3)`` in the order of ``dataset.table``.
     """
-    from tqdm.auto import tqdm
+    import warnings
+
+    with warnings.catch_warnings():  # tqdm.auto warns once when ipywidgets is absent: keep notebook stderr clean
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
 
     _check_method(method)
     try:
