@@ -69,7 +69,7 @@ IMAGES_PER_PATIENT = 6
 DEFAULT_SIZE = (333, 278)  # (width, height) = the paper's 1665 x 1393 / 5
 PAPER_SIZE = (1665, 1393)
 #: Bump when the drawing changes, so cached phantoms are regenerated.
-VERSION = 1
+VERSION = 2
 
 #: Mean latent dedifferentiation score per grade (0 = normal-like plates, 1 = solid anaplastic sheets).
 GRADE_SCORE = {"well": 0.15, "moderately": 0.5, "poorly": 0.85}
@@ -279,7 +279,7 @@ def render(look: PatientLook, rng: np.random.Generator, size: tuple[int, int] = 
     theta = look.orientation + rng.normal(0, 0.35)
     warp = _smooth_field(rng, shape, 3.0 * cell) * cell * (1.3 + 0.8 * d)
     u = xx * np.cos(theta) + yy * np.sin(theta) + warp
-    plate_cells = 1.5 + 4.5 * d**1.5 + rng.normal(0, 0.15)  # cells per plate thickness
+    plate_cells = 1.5 + 7.0 * d**2 + rng.normal(0, 0.15)  # cells per plate thickness
     sinus_w = cell * (0.42 - 0.2 * d)  # mean sinusoid width, px
     period = plate_cells * cell + sinus_w
     g = np.mod(u, period)
@@ -294,7 +294,7 @@ def render(look: PatientLook, rng: np.random.Generator, size: tuple[int, int] = 
     sinus = np.maximum(sinus, cross)
     # sinusoids break up as the tumour dedifferentiates (solid sheets)
     keep = _smooth_field(rng, shape, 2.5 * cell)
-    continuity = np.clip((keep - (-1.6 + 2.6 * d)) / 0.4, 0, 1)
+    continuity = np.clip((keep - (-1.8 + 3.4 * d)) / 0.4, 0, 1)
     sinus = sinus * continuity
     # pseudoglandular (acinar) lumina in moderately differentiated tumours
     n_acini = rng.poisson(6.0 * max(0.0, 1 - abs(d - 0.5) / 0.3) * aspect)
