@@ -103,14 +103,17 @@ def overlap(table_with_split: pd.DataFrame) -> pd.DataFrame:
             n[side] = 0
     both = n[(n["train"] > 0) & (n["test"] > 0)]
     label = table_with_split.groupby("group")["label"].first()
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "group": both.index.astype(str),
             "label": label.reindex(both.index).to_numpy(),
             "train images": both["train"].to_numpy(),
             "test images": both["test"].to_numpy(),
         }
-    ).reset_index(drop=True)
+    )
+    rank = {c: i for i, c in enumerate(_class_order(table_with_split))}
+    out = out.assign(_k=out["label"].map(rank)).sort_values(["_k", "group"], kind="stable")
+    return out.drop(columns="_k").reset_index(drop=True)
 
 
 def counts(table_with_split: pd.DataFrame) -> pd.DataFrame:

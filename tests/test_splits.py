@@ -46,6 +46,7 @@ def test_paper_protocol_splits_images_and_leaks(table):
     assert len(both) > 50  # most patients straddle the split
     assert list(both.columns) == ["group", "label", "train images", "test images"]
     assert ((both["train images"] > 0) & (both["test images"] > 0)).all()
+    assert both["label"].iloc[0] == "poorly" and both["label"].iloc[-1] == "well"  # class order
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
