@@ -78,9 +78,15 @@ from liverfuse.report import save_figure, save_table
 set_matplotlib_formats("jpeg", pil_kwargs={"quality": 85})
 plt.rcParams["figure.dpi"] = 80
 
-psf = pp.motion_psf(blur_length, blur_angle)  # validates blur_length
+try:
+    psf = pp.motion_psf(blur_length, float(blur_angle))
+except (TypeError, ValueError):
+    raise ValueError(
+        f"blur_length must be a positive whole number of pixels and blur_angle a number of degrees; "
+        f"got blur_length={blur_length!r}, blur_angle={blur_angle!r}."
+    ) from None
 if not float(noise_var) >= 0:
-    raise ValueError(f"noise_var must be >= 0, got {noise_var!r}.")
+    raise ValueError(f"noise_var must be a variance >= 0 (image in [0, 1]), got {noise_var!r}.")
 print(f"data: {P.data_label}, profile: {P.profile.name}, seed: {P.seed}")
 
 # %% [markdown]
