@@ -426,7 +426,7 @@ class Extractor:
     levels: tuple[str, ...]
     input_size: int
     spec: WeightsSpec
-    _forward: Callable[[np.ndarray], dict] = field(repr=False)
+    _forward: Callable[[np.ndarray, int | None], dict] = field(repr=False)
     _save: Callable[[Path], None] = field(repr=False)
     model: object = field(repr=False, default=None)
 
@@ -453,6 +453,25 @@ class Extractor:
         -------
         dict level -> float32 array (B, h, w, C), channels last.
         """
+        batch = self._check(batch)
+        if len(batch) == 0:
+            return {lv: np.zeros((0, *self.output_shapes()[lv]), np.float32) for lv in self.levels}
+        return self._forward(batch, None)
+
+    def predict_pooled(self, batch: np.ndarray, grid: int) -> dict[str, np.ndarray]:
+        """Feature maps max-pooled to at most ``grid x grid`` cells, as float16, inside the graph.
+
+        Identical to ``liverfuse.features.pool_grid(predict(batch)[level], grid)`` cast to float16
+        (same adaptive cells), but computed by the framework, which saves a copy of every full-size
+        map. Returns dict level -> float16 array (B, min(h, grid), min(w, grid), C).
+        """
+        batch = self._check(batch)
+        if len(batch) == 0:
+            return {lv: np.zeros((0, min(h, grid), min(w, grid), c), np.float16)
+                    for lv, (h, w, c) in self.output_shapes().items() if lv in self.levels}
+        return self._forward(batch, int(grid))
+
+    def _check(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
         s = self.input_size
         if batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
@@ -461,9 +480,7 @@ class Extractor:
                 f"Resize with liverfuse.preprocessing.prepare(input_size={s}) or build with input_size="
                 f"{batch.shape[1] if batch.ndim == 4 else '...'}."
             )
-        if len(batch) == 0:
-            return {lv: np.zeros((0, *self.output_shapes()[lv]), np.float32) for lv in self.levels}
-        return self._forward(batch)
+        return batch
 
     def output_shapes(self) -> dict[str, tuple[int, int, int]]:
         """{level: (h, w, C)} at this input size."""
@@ -526,12 +543,25 @@ def _build_keras(backbone: str, levels: tuple[str, ...], input_size: int, spec: 
 
     import tensorflow as tf
 
-    # one compiled graph per batch shape (the same thing model.predict runs, without its per-call setup)
-    graph = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    # compiled graphs (what model.predict runs, without its per-call set-up): raw maps, or maps
+    # max-pooled to the feature grid and cast to float16 in the same graph
+    graphs: dict[int | None, Callable] = {}
 
-    def forward(batch: np.ndarray) -> dict[str, np.ndarray]:
+    def graph_for(grid: int | None):
+        if grid not in graphs:
+            if grid is None:
+                graphs[grid] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            else:
+                def pooled(x):
+                    out = model(x, training=False)
+                    return {lv: _tf_pool(out[lv], grid) for lv in levels}
+
+                graphs[grid] = tf.function(pooled, reduce_retracing=True)
+        return graphs[grid]
+
+    def forward(batch: np.ndarray, grid: int | None) -> dict[str, np.ndarray]:
         x = preprocess(batch.astype(np.float32))
-        out = graph(tf.convert_to_tensor(x))
+        out = graph_for(grid)(tf.convert_to_tensor(x))
         return {lv: out[lv].numpy() for lv in levels}
 
     def save(path: Path) -> None:
@@ -540,6 +570,36 @@ def _build_keras(backbone: str, levels: tuple[str, ...], input_size: int, spec: 
         base.save_weights(str(path))
 
     return Extractor(backbone, levels, input_size, spec, forward, save, model)
+
+
+FLOAT16_MAX = 65504.0
+
+
+def grid_cells(size: int, grid: int) -> list[tuple[int, int]]:
+    """Adaptive pooling cells along one axis: ``[floor(i*size/g), ceil((i+1)*size/g))``, g = min(size, grid).
+
+    The cells of ``torch.nn.AdaptiveMaxPool2d``; neighbours overlap by one when ``g`` does not divide
+    ``size``, and together they cover the axis.
+    """
+    g = min(size, grid)
+    return [((i * size) // g, -((-(i + 1) * size) // g)) for i in range(g)]
+
+
+def _tf_pool(t, grid: int):
+    """Adaptive max pooling of a (B, h, w, C) tensor to the grid, clipped and cast to float16."""
+    import tensorflow as tf
+
+    h, w = int(t.shape[1]), int(t.shape[2])
+    gh, gw = min(h, grid), min(w, grid)
+    if (gh, gw) != (h, w):
+        if h % gh == 0 and w % gw == 0:
+            k = (h // gh, w // gw)
+            t = tf.nn.max_pool2d(t, k, k, "VALID")
+        else:
+            rows = [tf.stack([tf.reduce_max(t[:, r0:r1, c0:c1], axis=[1, 2]) for c0, c1 in grid_cells(w, grid)],
+                             axis=1) for r0, r1 in grid_cells(h, grid)]
+            t = tf.stack(rows, axis=1)
+    return tf.cast(tf.clip_by_value(t, -FLOAT16_MAX, FLOAT16_MAX), tf.float16)
 
 
 def _lite_model(backbone: str, input_size: int):
@@ -580,7 +640,14 @@ def _build_lite(backbone: str, levels: tuple[str, ...], input_size: int, spec: W
     last = max(wanted)  # -1 = only the head
     need_head = "full" in levels
 
-    def forward(batch: np.ndarray) -> dict[str, np.ndarray]:
+    def emit(t, grid: int | None) -> np.ndarray:
+        if grid is not None:
+            h, w = t.shape[2:]
+            t = torch.nn.functional.adaptive_max_pool2d(t, (min(h, grid), min(w, grid)))  # same cells
+            t = t.clamp(-FLOAT16_MAX, FLOAT16_MAX).half()
+        return t.permute(0, 2, 3, 1).numpy().copy()
+
+    def forward(batch: np.ndarray, grid: int | None) -> dict[str, np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).float()
         x = (x - 127.0) / 128.0
         out: dict[str, np.ndarray] = {}
@@ -591,10 +658,10 @@ def _build_lite(backbone: str, levels: tuple[str, ...], input_size: int, spec: W
                     break
                 x = block(x)  # eval mode: drop-connect is inactive
                 if i in wanted:
-                    out[wanted[i]] = x.permute(0, 2, 3, 1).numpy().copy()
+                    out[wanted[i]] = emit(x, grid)
             if need_head:
                 x = model._swish(model._bn1(model._conv_head(x)))
-                out["full"] = x.permute(0, 2, 3, 1).numpy().copy()
+                out["full"] = emit(x, grid)
         return {lv: out[lv] for lv in levels}
 
     def save(path: Path) -> None:

@@ -36,7 +36,6 @@ from .cache import atomic_write, digest, load_npz, save_npz
 
 GRID = 4
 FORMAT_VERSION = 1
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def pool_grid(maps: np.ndarray, grid: int = GRID) -> np.ndarray:
@@ -49,14 +48,12 @@ def pool_grid(maps: np.ndarray, grid: int = GRID) -> np.ndarray:
     if maps.ndim != 4:
         raise ValueError(f"feature maps must be (N, h, w, C), got shape {maps.shape}.")
     n, h, w, c = maps.shape
-    gh, gw = min(h, grid), min(w, grid)
-    if (gh, gw) == (h, w):
+    rows, cols = bb_mod.grid_cells(h, grid), bb_mod.grid_cells(w, grid)
+    if (len(rows), len(cols)) == (h, w):
         return maps.copy()
-    out = np.empty((n, gh, gw, c), maps.dtype)
-    for i in range(gh):
-        r0, r1 = (i * h) // gh, -((-(i + 1) * h) // gh)
-        for j in range(gw):
-            c0, c1 = (j * w) // gw, -((-(j + 1) * w) // gw)
+    out = np.empty((n, len(rows), len(cols), c), maps.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
             out[:, i, j] = maps[:, r0:r1, c0:c1].max(axis=(1, 2))
     return out
 
@@ -204,9 +201,7 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
         if state["extractor"] is None:
             state["extractor"] = bb_mod.build(backbone, levels=all_levels, weights=P.weights,
                                               input_size=input_size, seed=P.seed)
-        maps = state["extractor"].predict(np.stack(imgs))
-        pooled = {lv: np.clip(pool_grid(m), -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
-                  for lv, m in maps.items()}
+        pooled = state["extractor"].predict_pooled(np.stack(imgs), GRID)  # pooled + float16 in-graph
         state["seconds"] += time.perf_counter() - t0
         for k, (i, key) in enumerate(zip(idx, keys)):
             entry = {lv: pooled[lv][k] for lv in all_levels}

@@ -71,6 +71,14 @@ def test_level_outputs_match_documented_shapes(backbone):
         assert arr.shape == (2, *expected[lv]), (backbone, lv)
         assert arr.dtype == np.float32 and np.isfinite(arr).all()
     assert ex.weights_used == "random(seed=0)"
+    # the in-graph pooling used by the feature cache = numpy adaptive max pooling of these maps
+    from liverfuse.features import GRID, pool_grid
+
+    pooled = ex.predict_pooled(_batch(), GRID)
+    for lv, arr in out.items():
+        assert pooled[lv].dtype == np.float16
+        np.testing.assert_allclose(pooled[lv].astype(np.float32), pool_grid(arr).astype(np.float16),
+                                   rtol=2e-3, atol=1e-3)
     if backbone in B.KERAS_BACKBONES:  # the documented Keras layer exists and is what we read
         assert {lv: ex.model.get_layer(name=B.LEVELS[backbone][lv]).name for lv in ex.levels} == ex.layers
 
