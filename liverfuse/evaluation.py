@@ -28,8 +28,10 @@ intervals that are too narrow. Pass ``unit="image"`` to :func:`bootstrap_ci` for
 """
 from __future__ import annotations
 
+import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -46,6 +48,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
 from sklearn.preprocessing import label_binarize
 
 from . import classifiers as _classifiers
+from .cache import atomic_write, digest
 
 __all__ = [
     "SAMPLE_COLUMNS",
@@ -90,6 +93,8 @@ METRIC_COLUMNS = (
 )
 #: Fraction of the augmented training samples held out for validation under ``paper``.
 PAPER_VAL_FRACTION = 0.2
+#: Part of every result-cache key; bump when the evaluation procedure changes.
+EVAL_VERSION = 1
 
 #: A learned feature stage: called with a boolean mask of the rows it may learn from, it
 #: returns features for *all* rows of ``samples`` (the FuNet provider in :mod:`liverfuse.funet`).
@@ -292,7 +297,7 @@ def evaluate_detailed(
     *,
     label: Mapping[str, Any] | None = None,
     protocol: str | None = None,
-    progress: bool = False,
+    cache: bool = True,
 ) -> list[Result]:
     """Validate, fit on all training rows and test every classifier on one feature set.
 
@@ -315,6 +320,12 @@ def evaluate_detailed(
         Extra row values, usually ``strategy``, ``backbones``, ``weights``.
     protocol : str, optional
         Overrides ``P.protocol`` (to compare both on the same features).
+    cache : bool
+        Reuse results of named classifiers from ``P.cache_dir/evaluation`` (keyed by the
+        features' content or the provider's ``key``, the samples, the classifier settings,
+        protocol, seed and profile), so notebooks 06-08 share work. Cached results carry no
+        fitted ``model``; their ``fit_seconds``/``predict_seconds`` are those of the run that
+        computed them.
 
     Returns
     -------
@@ -362,20 +373,29 @@ def evaluate_detailed(
             raise ValueError(f"feature provider returned {len(F)} rows for {len(samples)} samples.")
         return F
 
-    # validation: folds outer (one feature computation per fold), classifiers inner
-    val_acc: dict[str, list[float]] = {name: [] for name, _ in specs}
-    for fit_rel, val_rel in splits:
-        fit_pos, val_pos = train_pos[fit_rel], train_pos[val_rel]
-        F = features(fit_pos)
-        for name, est in specs:
-            model = _fit(_build(name, est, P), F[fit_pos], y_all[fit_pos], g_all[fit_pos], protocol, P.seed)
-            val_acc[name].append(float(accuracy_score(y_all[val_pos], model.predict(F[val_pos]))))
-
-    # final models: all training rows; test rows scored once
-    F = features(train_pos)
-    results = []
     base = dict(label or {})
-    for name, est in specs:
+    paths = _cache_paths(X, samples, specs, P, protocol) if cache else {}
+    done: dict[str, Result] = {}
+    for name, path in paths.items():
+        hit = _load(path)
+        if hit is not None:
+            hit.row.update({k: v for k, v in base.items()})
+            hit.row.setdefault("strategy", "")
+            done[name] = hit
+    todo = [(name, est) for name, est in specs if name not in done]
+
+    # validation: folds outer (one feature computation per fold), classifiers inner
+    val_acc: dict[str, list[float]] = {name: [] for name, _ in todo}
+    if todo:
+        for fit_rel, val_rel in splits:
+            fit_pos, val_pos = train_pos[fit_rel], train_pos[val_rel]
+            F = features(fit_pos)
+            for name, est in todo:
+                model = _fit(_build(name, est, P), F[fit_pos], y_all[fit_pos], g_all[fit_pos], protocol, P.seed)
+                val_acc[name].append(float(accuracy_score(y_all[val_pos], model.predict(F[val_pos]))))
+        # final models: all training rows; test rows scored once
+        F = features(train_pos)
+    for name, est in todo:
         model = _build(name, est, P)
         t0 = time.perf_counter()
         _fit(model, F[train_pos], y_all[train_pos], g_all[train_pos], protocol, P.seed)
@@ -410,19 +430,67 @@ def evaluate_detailed(
         }
         for k, v in base.items():
             row.setdefault(k, v)
-        results.append(
-            Result(
-                row=row,
-                classes=classes,
-                test_ids=samples["sample_id"].to_numpy()[test_pos],
-                y_test=y_test,
-                pred_test=pred,
-                scores_test=sc,
-                model=model,
-                val_accuracies=tuple(val_acc[name]),
-            )
+        done[name] = Result(
+            row=row,
+            classes=classes,
+            test_ids=samples["sample_id"].to_numpy()[test_pos],
+            y_test=y_test,
+            pred_test=pred,
+            scores_test=sc,
+            model=model,
+            val_accuracies=tuple(val_acc[name]),
         )
-    return results
+        if name in paths:
+            _store(paths[name], done[name])
+    return [done[name] for name, _ in specs]
+
+
+def _cache_paths(X, samples: pd.DataFrame, specs, P, protocol: str) -> dict[str, Path]:
+    """Result-cache files of the named classifiers (none for custom estimators or keyless providers)."""
+    if callable(X):
+        fkey = getattr(X, "key", None)
+        if fkey is None:
+            return {}
+    else:
+        fkey = digest(np.ascontiguousarray(X))
+    import sklearn
+
+    common = digest(
+        EVAL_VERSION,
+        fkey,
+        samples[["sample_id", "split", "y", "group"]].astype(str).to_numpy().tolist(),
+        protocol,
+        P.seed,
+        P.profile.cv_folds,
+        P.profile.n_bootstrap,
+        P.profile.pca_components,
+        PAPER_VAL_FRACTION,
+        sklearn.__version__,
+        _classifiers.STACKING_BASE,
+    )
+    folder = Path(P.cache_dir) / "evaluation"
+    return {
+        name: folder / f"{name}-{digest(common, name, _classifiers.DESCRIPTIONS[name])}.pkl"
+        for name, est in specs
+        if est is None
+    }
+
+
+def _load(path: Path) -> Result | None:
+    try:
+        with open(path, "rb") as f:
+            res = pickle.load(f)
+        return res if isinstance(res, Result) else None
+    except FileNotFoundError:
+        return None
+    except Exception:  # damaged or from an incompatible version: recompute
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _store(path: Path, result: Result) -> None:
+    with atomic_write(path) as f:
+        pickle.dump(replace(result, model=None, row=dict(result.row)), f)
 
 
 def evaluate(
@@ -433,9 +501,12 @@ def evaluate(
     *,
     label: Mapping[str, Any] | None = None,
     protocol: str | None = None,
+    cache: bool = True,
 ) -> pd.DataFrame:
     """One metrics row per classifier (columns :data:`METRIC_COLUMNS`); see :func:`evaluate_detailed`."""
-    return metrics_table(evaluate_detailed(X, samples, classifier_names, P, label=label, protocol=protocol))
+    return metrics_table(
+        evaluate_detailed(X, samples, classifier_names, P, label=label, protocol=protocol, cache=cache)
+    )
 
 
 def metrics_table(results: Sequence[Result]) -> pd.DataFrame:

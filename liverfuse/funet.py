@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the architecture or training changes (it is part of every cache key).
-FUNET_VERSION = 1
+FUNET_VERSION = 2
 _EPS = 1e-6
 
 
@@ -218,7 +218,7 @@ class FuNet:
         patience: int = 6,
         val_fraction: float = 0.2,
         batch_size: int = 64,
-        learning_rate: float = 1e-3,
+        learning_rate: float = 1e-4,
     ):
         self.levels = [level_name(lv) for lv in levels]
         if not self.levels:
@@ -565,9 +565,13 @@ def funet_provider(
 
     Each call trains (or loads from cache) a FuNet on the rows of ``fit_mask`` only, so that
     under cross-validation the validation rows never shaped the attention weights. The
-    ``info`` dict of every call is appended to ``provider.infos``.
+    ``info`` dict of every call is appended to ``provider.infos``; ``provider.key`` identifies
+    the configuration (:func:`liverfuse.evaluation.evaluate` caches results by it).
     """
     infos: list[dict] = []
+    levels = [level_name(lv) for lv in (kwargs.get("levels") or list(maps_by_level))]
+    maps = _as_maps(maps_by_level, levels)
+    net = FuNet(levels, reduction=kwargs.get("reduction", 8), seed=P.seed, epochs=P.profile.funet_epochs)
 
     def provider(fit_mask: np.ndarray) -> np.ndarray:
         X, info = funet_features(P, maps_by_level, samples, key_parts, fit_mask=fit_mask, **kwargs)
@@ -575,4 +579,12 @@ def funet_provider(
         return X
 
     provider.infos = infos  # type: ignore[attr-defined]
+    # identifies the features the provider gives for any mask (evaluation caches results by it)
+    provider.key = digest(  # type: ignore[attr-defined]
+        "funet-provider",
+        FUNET_VERSION,
+        key_parts,
+        net.get_params(),
+        {lv: [list(a.shape[1:]), _fingerprint(a)] for lv, a in maps.items()},
+    )
     return provider

@@ -201,3 +201,18 @@ def test_roc_data_perfect_and_macro():
     scores = rs.random((200, 3))
     d = E.roc_data(y, scores, ("a", "b", "c"))
     assert d["macro"]["auc"] == pytest.approx(np.mean([d[c]["auc"] for c in "abc"]))
+
+
+def test_results_are_cached_by_features_and_settings(P):
+    X, s = synth()
+    first = E.evaluate_detailed(X, s, ["knn"], P, label={"strategy": "a"})
+    assert first[0].model is not None
+    again = E.evaluate_detailed(X, s, ["knn"], P, label={"strategy": "b"})
+    assert again[0].model is None  # read back from P.cache_dir/evaluation
+    assert again[0].row["strategy"] == "b"
+    assert again[0].row["test_accuracy"] == first[0].row["test_accuracy"]
+    assert np.array_equal(again[0].scores_test, first[0].scores_test)
+    other = E.evaluate_detailed(X + 1e-3, s, ["knn"], P)  # other features: computed afresh
+    assert other[0].model is not None
+    paper = E.evaluate_detailed(X, s, ["knn"], P, protocol="paper")
+    assert paper[0].model is not None and paper[0].row["protocol"] == "paper"
