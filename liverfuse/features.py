@@ -285,7 +285,7 @@ def prepared_samples(P):
     return dataset, prepared, samples
 
 
-def features_for(P, parts, *, batch_size: int = 32):
+def features_for(P, parts, *, batch_size: int = 32, data=None):
     """Everything notebooks 04-08 need to get features, in one call.
 
     Loads the data of ``P``, splits it by ``P.protocol``, prepares it at ``P.profile.input_size``,
@@ -296,6 +296,7 @@ def features_for(P, parts, *, batch_size: int = 32):
     ----------
     P : :class:`liverfuse.params.Params`.
     parts : ``[(backbone, level), ...]``.
+    data : ``(dataset, prepared, samples)`` from :func:`prepared_samples`, if already loaded.
 
     Returns
     -------
@@ -305,7 +306,7 @@ def features_for(P, parts, *, batch_size: int = 32):
         weights_id, seconds, cache_hits, computed, note.
     """
     parts = normalise_parts(parts)
-    dataset, prepared, samples = prepared_samples(P)
+    dataset, prepared, samples = data if data is not None else prepared_samples(P)
     wanted: dict[str, list[str]] = {}
     for backbone, level in parts:
         wanted.setdefault(backbone, []).append(level)
@@ -326,6 +327,52 @@ def features_for(P, parts, *, batch_size: int = 32):
             "note": fs.note.split(". ")[0] if fs.note else "",
         })
     return samples, {p: maps[p] for p in parts}, pd.DataFrame(rows)
+
+
+def weights_provenance(P, backbones=None) -> pd.DataFrame:
+    """Which weights each backbone of ``P`` will use, resolved before any extraction.
+
+    Columns: backbone, weights (provenance string), requested, source, note. 'auto' falls back to
+    random weights silently here: the table and :func:`weights_markdown` report it instead of a
+    warning on stderr.
+    """
+    import warnings
+
+    rows = []
+    for b in (backbones or P.backbones):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            spec = bb_mod.resolve_weights(b, P.weights, P.seed)
+        rows.append({
+            "backbone": b,
+            "weights": spec.used,
+            "requested": spec.requested if spec.kind != "file" else "file",
+            "source": {"imagenet": "ImageNet", "random": "seeded random init", "file": "weights file"}[spec.kind],
+        })
+    return pd.DataFrame(rows)
+
+
+def weights_markdown(provenance: pd.DataFrame, P) -> str:
+    """A prominent Markdown statement of the weights in ``provenance`` (for the top of a notebook)."""
+    rnd = provenance.loc[provenance["source"] == "seeded random init", "backbone"].tolist()
+    unverified = provenance.loc[provenance["weights"].str.contains("unverified"), "backbone"].tolist()
+    text = []
+    if rnd:
+        text.append(
+            f"**⚠ RANDOM WEIGHTS for {', '.join(rnd)}.** ImageNet weights were not obtainable here "
+            f"(weights=`{P.weights}`), so these backbones are randomly initialised (seed {P.seed}). Their "
+            "numbers check the pipeline only and are **not comparable to the paper's**. For real ImageNet "
+            "features run once on a machine with internet access (Keras caches the weights under "
+            "`$KERAS_HOME/models`), pass `-p weights <file>`, or use `-p backbones efficientnet_lite0`."
+        )
+    if unverified:
+        text.append(f"**⚠ {', '.join(unverified)}: weights from a mirror whose file does not match Keras' "
+                    "published hash.**")
+    others = [b for b in provenance["backbone"] if b not in rnd + unverified]
+    if others:
+        kinds = dict(zip(provenance["backbone"], provenance["weights"]))
+        text.append("Weights: " + ", ".join(f"**{b}** = `{kinds[b]}`" for b in others) + ".")
+    return "\n\n".join(text)
 
 
 def provenance_banner(provenance: pd.DataFrame) -> str:

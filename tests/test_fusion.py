@@ -62,3 +62,52 @@ def test_full_base_sets_follow_the_papers_a1_a2_a3():
     assert sets["A3"] == [("vgg16", "full")] and len(sets) == 7
     assert list(F.full_base_sets("efficientnet_lite0")) == ["A1"]
     assert F.full_base_legend()["backbone"].tolist() == ["resnet50", "densenet201", "vgg16"]
+
+
+def _toy(n_patients=12, per=4, seed=0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows, maps = [], {("efficientnet_lite0", "full"): [], ("efficientnet_lite0", "stage6"): []}
+    for p in range(n_patients):
+        y = p % 3
+        split = "test" if p % 4 == 3 else "train"
+        for i in range(per if split == "test" else 2 * per):
+            op = "original" if split == "test" or i % 2 == 0 else "flip_h"
+            rows.append({"sample_id": f"p{p}/i{i}::{op}", "image_id": f"p{p}/i{i}", "op": op, "split": split,
+                         "label": "abc"[y], "y": y, "group": f"p{p}"})
+            for key, c in (("full", 12), ("stage6", 6)):
+                m = rng.normal(size=(2, 2, c)) + y * 0.8
+                maps[("efficientnet_lite0", key)].append(m.astype(np.float16))
+    return pd.DataFrame(rows), {k: np.stack(v) for k, v in maps.items()}
+
+
+def test_evaluate_sets_shares_pca_and_matches_plain_evaluation(params):
+    from liverfuse import evaluation
+
+    P = params("05_fusion_strategies", classifiers="rbf_svm,poly_svm,random_forest")
+    samples, maps = _toy()
+    sets = {"S2": [("efficientnet_lite0", "stage6")], "S1+S2": [("efficientnet_lite0", "full"),
+                                                                ("efficientnet_lite0", "stage6")]}
+    weights = {"efficientnet_lite0": "imagenet"}
+    results = F.evaluate_sets(P, samples, maps, sets, weights, progress=False)
+    table = evaluation.metrics_table(results)
+    assert table["strategy"].tolist() == ["S2"] * 3 + ["S1+S2"] * 3
+    assert set(table["weights"]) == {"imagenet"} and table["n_features"].tolist() == [6] * 3 + [18] * 3
+    plain = evaluation.evaluate(F.fuse(maps, sets["S1+S2"]), samples, list(P.classifiers), P)
+    cols = ["val_accuracy", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high"]
+    np.testing.assert_allclose(table[cols].to_numpy()[3:], plain[cols].to_numpy())
+
+
+def test_shared_transformer_cache_fits_once_per_data():
+    from liverfuse import classifiers
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 8)), np.arange(60) % 3
+    memory = F.SharedTransformerCache()
+    for name in ("rbf_svm", "poly_svm", "knn"):
+        classifiers.make(name).set_params(memory=memory).fit(X, y)
+    assert (memory.misses, memory.hits) == (2, 4)  # scaler + PCA fitted once, reused twice
+    assert F.weights_label([("resnet50", "full"), ("vgg16", "full")],
+                           {"resnet50": "imagenet", "vgg16": "random(seed=0)"}) == \
+        "resnet50=imagenet, vgg16=random(seed=0)"
