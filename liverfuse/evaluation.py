@@ -25,6 +25,10 @@ A percentile bootstrap (``P.profile.n_bootstrap`` resamples, seeded with ``P.see
 resamples *patients* (the test rows' ``group``) with replacement, not single images: the six
 images of one patient are not independent draws, and resampling them one by one would give
 intervals that are too narrow. Pass ``unit="image"`` to :func:`bootstrap_ci` for the naive one.
+
+Threads: fitting runs with BLAS limited to one thread (``threadpoolctl``). On a machine whose
+cores are shared, multi-threaded BLAS spins and a full SVD became many times slower; one thread
+also makes the numbers independent of the core count.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
 from sklearn.preprocessing import label_binarize
+from threadpoolctl import threadpool_limits
 
 from . import classifiers as _classifiers
 from .cache import atomic_write, digest
@@ -66,6 +71,7 @@ __all__ = [
     "confusion",
     "roc_data",
     "roc_table",
+    "extraction_seconds",
 ]
 
 #: Columns the ``samples`` table must have (from :func:`liverfuse.augmentation.expand`).
@@ -384,17 +390,34 @@ def evaluate_detailed(
             done[name] = hit
     todo = [(name, est) for name, est in specs if name not in done]
 
-    # validation: folds outer (one feature computation per fold), classifiers inner
+    # validation: folds outer (one feature computation per fold), classifiers inner; the named
+    # pipelines of one fold share their fitted scaler + PCA (identical steps on identical data)
     val_acc: dict[str, list[float]] = {name: [] for name, _ in todo}
-    if todo:
-        for fit_rel, val_rel in splits:
-            fit_pos, val_pos = train_pos[fit_rel], train_pos[val_rel]
-            F = features(fit_pos)
-            for name, est in todo:
-                model = _fit(_build(name, est, P), F[fit_pos], y_all[fit_pos], g_all[fit_pos], protocol, P.seed)
-                val_acc[name].append(float(accuracy_score(y_all[val_pos], model.predict(F[val_pos]))))
-        # final models: all training rows; test rows scored once
-        F = features(train_pos)
+    F = None
+    with threadpool_limits(1, "blas"):  # see the module docstring
+        if todo:
+            for fit_rel, val_rel in splits:
+                fit_pos, val_pos = train_pos[fit_rel], train_pos[val_rel]
+                F = features(fit_pos)
+                shared = _SharedSteps()
+                for name, est in todo:
+                    model = _build(name, est, P)
+                    if est is None:
+                        model.set_params(memory=shared)
+                    _fit(model, F[fit_pos], y_all[fit_pos], g_all[fit_pos], protocol, P.seed)
+                    val_acc[name].append(float(accuracy_score(y_all[val_pos], model.predict(F[val_pos]))))
+                del shared
+            # final models: all training rows; test rows scored once
+            F = features(train_pos)
+        _final(todo, F, samples, train_pos, test_pos, y_all, g_all, classes, splits, val_acc, base,
+               paths, done, P, protocol)
+    return [done[name] for name, _ in specs]
+
+
+def _final(todo, F, samples, train_pos, test_pos, y_all, g_all, classes, splits, val_acc, base,
+           paths, done, P, protocol) -> None:
+    """Fit every pending classifier on all training rows and score the test rows once."""
+    n_classes = len(classes)
     for name, est in todo:
         model = _build(name, est, P)
         t0 = time.perf_counter()
@@ -442,7 +465,36 @@ def evaluate_detailed(
         )
         if name in paths:
             _store(paths[name], done[name])
-    return [done[name] for name, _ in specs]
+
+
+class _SharedSteps:
+    """In-memory ``Pipeline(memory=...)`` backend: identical transformer fits are done once.
+
+    Keyed like :class:`joblib.Memory` (``joblib.hash`` of the call's arguments: the unfitted
+    transformer with its parameters and the exact data), so results equal uncached fits.
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[str, Any] = {}
+
+    def cache(self, func, ignore=None, **_):
+        import functools
+        import inspect
+
+        import joblib
+
+        sig = inspect.signature(func)
+        skip = set(ignore or ())
+
+        @functools.wraps(func)
+        def wrapped(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            key = joblib.hash({k: v for k, v in bound.arguments.items() if k not in skip})
+            if key not in self._store:
+                self._store[key] = func(*args, **kwargs)
+            return self._store[key]
+
+        return wrapped
 
 
 def _cache_paths(X, samples: pd.DataFrame, specs, P, protocol: str) -> dict[str, Path]:
@@ -594,4 +646,59 @@ def roc_table(results: Sequence[Result]) -> pd.DataFrame:
                     "auc": d["auc"],
                 }
             )
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- Fig. 14
+def extraction_seconds(
+    P,
+    sets: Mapping[str, Sequence[tuple[str, str]]],
+    images: np.ndarray,
+    n_samples: int,
+    *,
+    repeats: int = 2,
+) -> pd.DataFrame:
+    """Measured feature-extraction time of each feature set, scaled to ``n_samples`` images.
+
+    Feature caching makes the time a notebook spends meaningless as a measure of a strategy's
+    cost, so the cost is measured directly: for every backbone of a set, a model truncated at the
+    set's highest level of that backbone (Keras builds only the layers the requested outputs
+    need) runs on ``images``; the best of ``repeats`` timed passes (after one warm-up) gives
+    seconds per image, summed over the set's backbones and multiplied by ``n_samples``.
+
+    Parameters
+    ----------
+    P : Params (weights, seed, profile.input_size).
+    sets : ``{name: [(backbone, level), ...]}``.
+    images : uint8 (B, S, S, 3) network-ready images (a small batch, e.g. 16).
+    n_samples : number of samples the estimate is scaled to (e.g. ``len(samples)``).
+    repeats : timed passes per model.
+
+    Returns
+    -------
+    DataFrame with columns ``strategy``, ``backbones``, ``seconds_per_image``, ``seconds``.
+    """
+    from . import backbones as bb_mod
+
+    per: dict[tuple, float] = {}
+    rows = []
+    for name, parts in sets.items():
+        total = 0.0
+        bbs = list(dict.fromkeys(b for b, _ in parts))
+        for b in bbs:
+            levels = tuple(bb_mod.check_levels(b, [lv for bb, lv in parts if bb == b]))
+            key = (b, levels)
+            if key not in per:
+                ex = bb_mod.build(b, levels=levels, weights=P.weights, input_size=P.profile.input_size, seed=P.seed)
+                ex.predict(images[:2])  # warm-up (graph tracing)
+                best = float("inf")
+                for _ in range(max(1, int(repeats))):
+                    t0 = time.perf_counter()
+                    ex.predict(images)
+                    best = min(best, time.perf_counter() - t0)
+                per[key] = best / len(images)
+            total += per[key]
+        rows.append(
+            {"strategy": name, "backbones": "+".join(bbs), "seconds_per_image": total, "seconds": total * n_samples}
+        )
     return pd.DataFrame(rows)
