@@ -182,48 +182,6 @@ def full_base_legend(backbones: Sequence[str] | str | None = None, max_sets: int
 # --------------------------------------------------------------------------------------------
 # evaluating many feature sets with the same classifiers
 # --------------------------------------------------------------------------------------------
-class SharedTransformerCache:
-    """An in-memory stand-in for :class:`joblib.Memory`, for ``Pipeline(memory=...)``.
-
-    Every classifier pipeline of :func:`liverfuse.classifiers.make` starts with the same
-    ``StandardScaler -> PCA``. Given this object as ``memory``, the pipelines of one feature set
-    fit those steps once per validation fold (and once on the whole training set) and share the
-    fitted steps, instead of refitting the same PCA for every classifier. The cache key is the
-    transformer's parameters and the exact data, as with ``joblib.Memory``, so results are identical
-    to uncached fits. Call :meth:`clear` between feature sets to free the memory.
-    """
-
-    def __init__(self) -> None:
-        self._store: dict[str, object] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def cache(self, func, ignore=None, **_):
-        import functools
-        import inspect
-
-        import joblib
-
-        sig = inspect.signature(func)
-        skip = set(ignore or ())
-
-        @functools.wraps(func)
-        def wrapped(*args, **kwargs):
-            bound = sig.bind(*args, **kwargs)
-            key = joblib.hash({k: v for k, v in bound.arguments.items() if k not in skip})
-            if key in self._store:
-                self.hits += 1
-            else:
-                self.misses += 1
-                self._store[key] = func(*args, **kwargs)
-            return self._store[key]
-
-        return wrapped
-
-    def clear(self) -> None:
-        self._store.clear()
-
-
 def weights_label(parts: Sequence[Part], weights_of: Mapping[str, str]) -> str:
     """The ``weights`` column of a fused feature: one value if all parts agree, else per backbone."""
     bbs = list(dict.fromkeys(b for b, _ in parts))
@@ -253,41 +211,33 @@ def evaluate_sets(P, samples: pd.DataFrame, maps_by_part: Mapping[Part, np.ndarr
 
     Notes
     -----
-    Uses :func:`liverfuse.evaluation.evaluate_detailed` with the pipelines of
-    :func:`liverfuse.classifiers.make`, sharing each fold's fitted scaler and PCA between the
-    classifiers of a set (:class:`SharedTransformerCache`), and limits BLAS to one thread while
-    fitting: on a machine whose cores are shared, multi-threaded BLAS spins and a full SVD became
-    more than 10x slower in our measurements.
+    Calls :func:`liverfuse.evaluation.evaluate_detailed` once per set (which shares each fold's
+    fitted scaler and PCA between the classifiers and caches results under ``P.cache_dir``); a set
+    whose parts equal an earlier set's (e.g. strategy 1 and A1 for a single backbone) is evaluated
+    once and reported under both names.
     """
-    from threadpoolctl import threadpool_limits
+    import copy
+
     from tqdm.auto import tqdm
 
-    from . import classifiers, evaluation
+    from . import evaluation
 
     names = list(classifier_names or P.classifiers)
     if not names:
         raise ValueError("no classifiers given: pass classifier_names or set P.classifiers.")
-    import copy
-
-    memory = SharedTransformerCache()
     results = []
-    done: dict[tuple, list] = {}  # the same parts under two names (e.g. strategy 1 = A1 for one backbone)
-    with threadpool_limits(1, "blas"):
-        for name, parts in tqdm(list(sets.items()), desc="feature sets", disable=not progress or len(sets) < 2):
-            key = tuple(tuple(p) for p in parts)
-            if key in done:
-                for r in done[key]:
-                    twin = copy.copy(r)
-                    twin.row = {**r.row, "strategy": name}
-                    results.append(twin)
-                continue
-            X = fuse(maps_by_part, parts)
-            specs = [(c, classifiers.make(c, seed=P.seed, pca_components=P.profile.pca_components)
-                      .set_params(memory=memory)) for c in names]
+    done: dict[tuple, list] = {}
+    for name, parts in tqdm(list(sets.items()), desc="feature sets", disable=not progress or len(sets) < 2):
+        key = tuple(tuple(p) for p in parts)
+        if key not in done:
             row = {"strategy": name, "backbones": "+".join(dict.fromkeys(b for b, _ in parts)),
                    "weights": weights_label(parts, weights_of), "parts": label(parts)}
-            done[key] = evaluation.evaluate_detailed(X, samples, specs, P, label=row)
+            done[key] = evaluation.evaluate_detailed(fuse(maps_by_part, parts), samples, names, P, label=row)
             results += done[key]
-            memory.clear()
+            continue
+        for r in done[key]:
+            twin = copy.copy(r)
+            twin.row = {**r.row, "strategy": name}
+            results.append(twin)
     return results
 

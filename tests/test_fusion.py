@@ -90,24 +90,19 @@ def test_evaluate_sets_shares_pca_and_matches_plain_evaluation(params):
     sets = {"S2": [("efficientnet_lite0", "stage6")], "S1+S2": [("efficientnet_lite0", "full"),
                                                                 ("efficientnet_lite0", "stage6")]}
     weights = {"efficientnet_lite0": "imagenet"}
+    sets["same parts again"] = sets["S2"]
     results = F.evaluate_sets(P, samples, maps, sets, weights, progress=False)
     table = evaluation.metrics_table(results)
-    assert table["strategy"].tolist() == ["S2"] * 3 + ["S1+S2"] * 3
-    assert set(table["weights"]) == {"imagenet"} and table["n_features"].tolist() == [6] * 3 + [18] * 3
-    plain = evaluation.evaluate(F.fuse(maps, sets["S1+S2"]), samples, list(P.classifiers), P)
+    assert table["strategy"].tolist() == ["S2"] * 3 + ["S1+S2"] * 3 + ["same parts again"] * 3
+    assert set(table["weights"]) == {"imagenet"} and table["n_features"].tolist() == [6] * 3 + [18] * 3 + [6] * 3
+    plain = evaluation.evaluate(F.fuse(maps, sets["S1+S2"]), samples, list(P.classifiers), P, cache=False)
     cols = ["val_accuracy", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high"]
-    np.testing.assert_allclose(table[cols].to_numpy()[3:], plain[cols].to_numpy())
+    np.testing.assert_allclose(table[cols].to_numpy()[3:6], plain[cols].to_numpy())
+    np.testing.assert_allclose(table[cols].to_numpy()[6:], table[cols].to_numpy()[:3])
 
 
-def test_shared_transformer_cache_fits_once_per_data():
-    from liverfuse import classifiers
-
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(60, 8)), np.arange(60) % 3
-    memory = F.SharedTransformerCache()
-    for name in ("rbf_svm", "poly_svm", "knn"):
-        classifiers.make(name).set_params(memory=memory).fit(X, y)
-    assert (memory.misses, memory.hits) == (2, 4)  # scaler + PCA fitted once, reused twice
+def test_weights_label():
     assert F.weights_label([("resnet50", "full"), ("vgg16", "full")],
                            {"resnet50": "imagenet", "vgg16": "random(seed=0)"}) == \
         "resnet50=imagenet, vgg16=random(seed=0)"
+    assert F.weights_label([("resnet50", "conv3"), ("resnet50", "full")], {"resnet50": "imagenet"}) == "imagenet"
