@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,14 +180,23 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
 
     n = len(samples)
     ops = samples["op"].astype(str).to_numpy()
-    out: dict[str, np.ndarray] = {}
+    expected = {lv: (min(h, GRID), min(w, GRID), c)
+                for lv, (h, w, c) in bb_mod.output_shapes(backbone, input_size).items()}
+    out: dict[str, np.ndarray] = {lv: np.empty((n, *expected[lv]), np.float16) for lv in levels}
     state = {"extractor": None, "seconds": 0.0, "hits": 0, "misses": 0}
-    writes: list[Future] = []
+    writes: deque[Future] = deque()
+
+    def valid(entry) -> bool:
+        return entry is not None and all(
+            entry[lv].dtype == np.float16 and entry[lv].shape == expected[lv] for lv in all_levels)
+
+    def drain(block: bool = False) -> None:
+        """Collect finished writes (raising their errors) so their arrays can be freed."""
+        while writes and (block or writes[0].done()):
+            writes.popleft().result()
 
     def store(i: int, entry: dict[str, np.ndarray]) -> None:
         for lv in levels:
-            if lv not in out:
-                out[lv] = np.empty((n, *entry[lv].shape), np.float16)
             out[lv][i] = entry[lv]
 
     def read_chunk(start: int, stop: int):
@@ -206,8 +216,10 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
         for k, (i, key) in enumerate(zip(idx, keys)):
             entry = {lv: pooled[lv][k] for lv in all_levels}
             store(i, entry)
-            writes.append(writer.submit(save_npz, entry_path(folder, key), **entry))
+            own = {lv: a.copy() for lv, a in entry.items()}  # do not keep the whole batch alive
+            writes.append(writer.submit(save_npz, entry_path(folder, key), **own))
         state["misses"] += len(idx)
+        drain()
 
     show = (n >= 20) if progress is None else progress
     name = getattr(dataset, "name", "") if dataset is not None else ""
@@ -224,7 +236,7 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
             start, imgs, keys, found = ahead.result()
             ahead = reader.submit(read_chunk, *chunks[c + 1]) if c + 1 < len(chunks) else None
             for k, entry in enumerate(found):
-                if entry is not None and all(entry[lv].dtype == np.float16 for lv in all_levels):
+                if valid(entry):  # else missing, damaged (load_npz) or of another shape: recompute
                     store(start + k, entry)
                     state["hits"] += 1
                 else:
@@ -235,13 +247,8 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
                 compute(pend_i[:batch_size], pend_img[:batch_size], pend_key[:batch_size], writer)
                 del pend_i[:batch_size], pend_img[:batch_size], pend_key[:batch_size]
             bar.update(len(keys))
-        for w in writes:
-            w.result()  # surface write errors (disk full, permissions)
+        drain(block=True)  # surface write errors (disk full, permissions)
     bar.close()
-    if n == 0:  # nothing to extract: empty arrays with the right channel count
-        shapes = bb_mod.output_shapes(backbone, input_size)
-        out = {lv: np.zeros((0, min(shapes[lv][0], GRID), min(shapes[lv][1], GRID), shapes[lv][2]),
-                            np.float16) for lv in levels}
     return FeatureSet(
         backbone=backbone,
         maps={lv: out[lv] for lv in levels},
