@@ -486,7 +486,7 @@ class Extractor:
         return self._forward(batch, None)
 
     def predict_pooled(self, batch: np.ndarray, grid: int) -> dict[str, np.ndarray]:
-        """Feature maps max-pooled to at most ``grid x grid`` cells, as float16, inside the graph.
+        """Feature maps max-pooled to at most ``grid x grid`` cells (in the graph), as float16.
 
         Identical to ``liverfuse.features.pool_grid(predict(batch)[level], grid)`` cast to float16
         (same adaptive cells), but computed by the framework, which saves a copy of every full-size
@@ -570,7 +570,7 @@ def _build_keras(backbone: str, levels: tuple[str, ...], input_size: int, spec: 
     import tensorflow as tf
 
     # compiled graphs (what model.predict runs, without its per-call set-up): raw maps, or maps
-    # max-pooled to the feature grid and cast to float16 in the same graph
+    # max-pooled to the feature grid in the same graph
     graphs: dict[int | None, Callable] = {}
 
     def graph_for(grid: int | None):
@@ -588,7 +588,9 @@ def _build_keras(backbone: str, levels: tuple[str, ...], input_size: int, spec: 
     def forward(batch: np.ndarray, grid: int | None) -> dict[str, np.ndarray]:
         x = preprocess(batch.astype(np.float32))
         out = graph_for(grid)(tf.convert_to_tensor(x))
-        return {lv: out[lv].numpy() for lv in levels}
+        if grid is None:
+            return {lv: out[lv].numpy() for lv in levels}
+        return {lv: out[lv].numpy().astype(np.float16) for lv in levels}
 
     def save(path: Path) -> None:
         if not str(path).endswith(".weights.h5"):
@@ -612,7 +614,7 @@ def grid_cells(size: int, grid: int) -> list[tuple[int, int]]:
 
 
 def _tf_pool(t, grid: int):
-    """Adaptive max pooling of a (B, h, w, C) tensor to the grid, clipped and cast to float16."""
+    """Adaptive max pooling of a (B, h, w, C) tensor to the grid, clipped to the float16 range."""
     import tensorflow as tf
 
     h, w = int(t.shape[1]), int(t.shape[2])
@@ -625,7 +627,8 @@ def _tf_pool(t, grid: int):
             rows = [tf.stack([tf.reduce_max(t[:, r0:r1, c0:c1], axis=[1, 2]) for c0, c1 in grid_cells(w, grid)],
                              axis=1) for r0, r1 in grid_cells(h, grid)]
             t = tf.stack(rows, axis=1)
-    return tf.cast(tf.clip_by_value(t, -FLOAT16_MAX, FLOAT16_MAX), tf.float16)
+    # float16 conversion happens in NumPy: TF's oneDNN logs an error line for DT_HALF on some CPUs
+    return tf.clip_by_value(t, -FLOAT16_MAX, FLOAT16_MAX)
 
 
 def _lite_model(backbone: str, input_size: int):
