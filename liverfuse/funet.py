@@ -52,6 +52,7 @@ __all__ = [
     "FUNET_VERSION",
     "FUNET_LEVELS",
     "funet_parts",
+    "key_parts",
     "FuNet",
     "level_name",
     "funet_features",
@@ -91,6 +92,23 @@ def funet_parts(backbones: Sequence[str], which: str = "all") -> list[tuple[str,
         levels = list(bb_mod.LEVELS[bb_mod.check_backbone(b)])
         parts += [(b, lv) for lv in (levels if which == "all" else ["full"])]
     return parts
+
+
+def key_parts(P, parts: Sequence[tuple[str, str]], weights_of: Mapping[str, str]) -> dict:
+    """What identifies FuNet's input maps, for :func:`funet_features` / :func:`funet_provider`.
+
+    Notebooks 06-08 and the reproduction page build it the same way, so they share one trained
+    FuNet (and one set of cached classifier results) per configuration.
+    """
+    return {
+        "data": P.data_label,
+        "protocol": P.protocol,
+        "preprocessing": P.preprocessing,
+        "input_size": P.profile.input_size,
+        "augment_factor": P.profile.augment_factor,
+        "weights": {b: weights_of[b] for b in dict.fromkeys(b for b, _ in parts)},
+        "parts": [list(p) for p in parts],
+    }
 
 
 def level_name(key) -> str:

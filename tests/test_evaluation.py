@@ -216,3 +216,19 @@ def test_results_are_cached_by_features_and_settings(P):
     assert other[0].model is not None
     paper = E.evaluate_detailed(X, s, ["knn"], P, protocol="paper")
     assert paper[0].model is not None and paper[0].row["protocol"] == "paper"
+
+
+def test_extraction_seconds_shares_truncated_networks(params):
+    pytest.importorskip("torch")
+    P = params("06_funet", backbones="efficientnet_lite0", weights="random")
+    images = np.random.default_rng(0).integers(0, 255, (4, 96, 96, 3), dtype=np.uint8)
+    sets = {
+        "low": [("efficientnet_lite0", "stage4")],
+        "all": [("efficientnet_lite0", "stage4"), ("efficientnet_lite0", "full")],
+        "full": [("efficientnet_lite0", "full")],
+    }
+    t = E.extraction_seconds(P, sets, images, n_samples=100, repeats=1)
+    assert list(t["strategy"]) == ["low", "all", "full"]
+    assert (t["seconds"] > 0).all() and np.allclose(t["seconds"], t["seconds_per_image"] * 100)
+    # sets that run the same truncated network share one measurement
+    assert t.loc[1, "seconds"] == t.loc[2, "seconds"]

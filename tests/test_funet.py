@@ -127,3 +127,16 @@ def test_funet_features_cached_and_train_only(params):
     provider = F.funet_provider(P, maps, samples, {"data": "synthetic"})
     mask = (samples["split"] == "train").to_numpy()
     assert np.array_equal(provider(mask), X) and provider.infos[-1]["cached"]
+
+
+def test_funet_parts_and_key_parts(params):
+    parts = F.funet_parts(["efficientnet_lite0", "vgg16"])
+    assert parts[:3] == [("efficientnet_lite0", "stage4"), ("efficientnet_lite0", "stage6"), ("efficientnet_lite0", "full")]
+    assert parts[-1] == ("vgg16", "full") and len(parts) == 6
+    assert F.funet_parts(["vgg16", "resnet50"], "full") == [("vgg16", "full"), ("resnet50", "full")]
+    with pytest.raises(ValueError, match="Allowed values: all, full"):
+        F.funet_parts(["vgg16"], "bogus")
+    P = params("06_funet")
+    k = F.key_parts(P, parts, {"efficientnet_lite0": "imagenet", "vgg16": "random(seed=0)"})
+    assert k["weights"] == {"efficientnet_lite0": "imagenet", "vgg16": "random(seed=0)"}
+    assert k["data"] == "phantom" and k["protocol"] == "patient" and len(k["parts"]) == 6
