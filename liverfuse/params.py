@@ -64,7 +64,7 @@ class Profile:
     cv_folds: int  # grouped cross-validation folds (patient protocol)
     n_bootstrap: int  # bootstrap resamples for test-accuracy intervals
     funet_epochs: int  # maximum FuNet head epochs (early stopping decides)
-    pca_components: float | int  # PCA before every classifier (float = variance kept)
+    pca_components: float | int  # PCA before every classifier (float = variance kept, int = at most that many)
 
 
 PROFILES = {
@@ -76,7 +76,7 @@ PROFILES = {
         cv_folds=3,
         n_bootstrap=500,
         funet_epochs=40,
-        pca_components=0.95,
+        pca_components=256,
     ),
     "paper": Profile(
         name="paper",
@@ -205,9 +205,12 @@ def setup(
     preprocessing = _choice("preprocessing", preprocessing, PREPROCESSING)
     classifier = _choice("classifier", classifier, CLASSIFIERS)
     try:
-        seed = int(seed)
-    except (TypeError, ValueError):
-        raise ValueError(f"seed must be an integer, got {seed!r}.") from None
+        seed_f = float(seed)
+        if not seed_f.is_integer():
+            raise ValueError
+        seed = int(seed_f)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"seed must be a whole number, got {seed!r}.") from None
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}.")
 

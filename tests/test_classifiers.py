@@ -81,6 +81,18 @@ def test_stacking_internal_folds_keep_groups_apart(data):
     assert classifiers.use_groups(svm, y, groups) is svm
 
 
+def test_stacking_folds_follow_the_rarest_class():
+    y = np.repeat([0, 1, 2], [4, 12, 12])
+    groups = np.array([f"a{i // 2}" for i in range(4)] + [f"b{i // 2}" for i in range(12)]
+                      + [f"c{i // 2}" for i in range(12)])
+    model = classifiers.make("stacking")
+    classifiers.use_groups(model, y, groups, seed=0)  # class 0 has 2 patients: 2 folds
+    cv = model.named_steps["clf"].cv
+    assert len(cv) == 2 and all(set(y[tr]) == {0, 1, 2} for tr, _ in cv)
+    with pytest.raises(ValueError, match="at least 2 patients of every class.*class 0: 1"):
+        classifiers.use_groups(classifiers.make("stacking"), y, np.where(y == 0, "a0", groups), seed=0)
+
+
 def test_no_heavy_imports():
     code = (
         "import sys, liverfuse.classifiers, liverfuse.evaluation; "

@@ -22,6 +22,7 @@ def test_defaults(params):
         ({"backbones": "resnet50,alexnet"}, ["alexnet", "resnet50", "efficientnet_lite0"]),
         ({"weights": "/no/such/file.h5"}, ["weights", "auto", "imagenet", "random"]),
         ({"seed": "abc"}, ["seed"]),
+        ({"seed": 1.7}, ["seed", "whole number"]),
         ({"data_dir": "/no/such/folder"}, ["data_dir", "<class>/<patient>/<image>"]),
     ],
 )
@@ -30,6 +31,10 @@ def test_bad_values_name_parameter_and_allowed(params, kw, words):
         params(**kw)
     for w in words:
         assert w in str(e.value)
+
+
+def test_whole_number_seeds_from_the_command_line(params):
+    assert params(seed="3").seed == 3 and params(seed=2.0).seed == 2
 
 
 def test_unknown_notebook():
