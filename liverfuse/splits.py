@@ -71,23 +71,55 @@ def split(table: pd.DataFrame, protocol: str, seed: int, test_size: float = 0.3)
             raise ValueError(f"patients with images in more than one class: {', '.join(bad[:5])}.")
         patients = labels.first()
         per_class = patients.value_counts()
-        if (per_class < 2).any():
+        if (per_class < 3).any():
             raise ValueError(
-                "protocol='patient' needs at least 2 patients per class to stratify; "
-                f"{', '.join(per_class[per_class < 2].index)} has fewer. Add patients or use protocol='paper'."
+                "protocol='patient' needs at least 3 patients per class (2 to train on, 1 to test); "
+                f"{', '.join(per_class[per_class < 3].index)} has fewer. Add patients or use protocol='paper'."
             )
         _, test_groups = train_test_split(
-            patients.index.to_numpy(), test_size=test_size, stratify=patients.to_numpy(), random_state=seed
+            patients.index.to_numpy(), test_size=_test_count(per_class, test_size, "patients"),
+            stratify=patients.to_numpy(), random_state=seed,
         )
         out["split"] = np.where(table["group"].isin(set(test_groups)).to_numpy(), "test", "train").astype(object)
+        unit = "patients"
+        sides = pd.crosstab(patients, patients.index.isin(set(test_groups)))
     else:
+        per_class = table["label"].value_counts()
+        if (per_class < 3).any():
+            raise ValueError(
+                "protocol='paper' needs at least 3 images per class (training and test images of every class); "
+                f"{', '.join(per_class[per_class < 3].index)} has fewer. Add images or drop that class folder."
+            )
         _, test_pos = train_test_split(
-            np.arange(len(table)), test_size=test_size, stratify=table["label"].to_numpy(), random_state=seed
+            np.arange(len(table)), test_size=_test_count(per_class, test_size, "images"),
+            stratify=table["label"].to_numpy(), random_state=seed,
         )
         side = np.full(len(table), "train", dtype=object)
         side[test_pos] = "test"
         out["split"] = side
+        unit = "images"
+        sides = pd.crosstab(table["label"].to_numpy(), side == "test")
+    sides = sides.reindex(columns=[False, True], fill_value=0)
+    short = [f"{c} ({int(r[False])} training, {int(r[True])} test {unit})" for c, r in sides.iterrows()
+             if r[False] < 2 or r[True] < 1]
+    if short:
+        raise ValueError(
+            f"protocol={protocol!r}: every class needs at least 2 training and 1 test {unit[:-1]}, but the split "
+            f"gives {'; '.join(short)}. Add {unit} to these classes (at least 3 each, better 10 or more)."
+        )
     return out
+
+
+def _test_count(per_class: pd.Series, test_size: float, unit: str) -> int:
+    """Size of the test set: ``test_size`` of the units, but at least one per class."""
+    n, k = int(per_class.sum()), len(per_class)
+    count = max(int(np.ceil(test_size * n)), k)
+    if n - count < 2 * k:
+        raise ValueError(
+            f"{n} {unit} in {k} classes are too few for a {test_size:.0%} test split with at least 2 training "
+            f"and 1 test {unit[:-1]} per class; add {unit}."
+        )
+    return count
 
 
 def overlap(table_with_split: pd.DataFrame) -> pd.DataFrame:

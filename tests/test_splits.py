@@ -85,8 +85,21 @@ def test_bad_protocol_lists_allowed(table):
 
 def test_too_few_patients_to_stratify(table):
     small = table[table["group"].isin(["poorly-p00", "moderately-p00", "moderately-p01", "well-p00", "well-p01"])]
-    with pytest.raises(ValueError, match="at least 2 patients per class.*poorly"):
+    with pytest.raises(ValueError, match="at least 3 patients per class.*poorly"):
         split(small, "patient", seed=0)
+
+
+def test_three_patients_per_class_give_every_class_both_sides(table):
+    keep = [f"{c}-p0{k}" for c in ("poorly", "moderately", "well") for k in range(3)]
+    t = split(table[table["group"].isin(keep)], "patient", seed=0)
+    per_side = t.groupby(["label", "split"])["group"].nunique().unstack()
+    assert (per_side["train"] == 2).all() and (per_side["test"] == 1).all()
+
+
+def test_paper_protocol_needs_three_images_per_class(table):
+    tiny = pd.concat([table[table["label"] != "well"], table[table["label"] == "well"].head(2)])
+    with pytest.raises(ValueError, match="at least 3 images per class.*well"):
+        split(tiny, "paper", seed=0)
 
 
 @pytest.mark.shared_data
