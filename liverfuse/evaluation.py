@@ -26,14 +26,19 @@ resamples *patients* (the test rows' ``group``) with replacement, not single ima
 images of one patient are not independent draws, and resampling them one by one would give
 intervals that are too narrow. Pass ``unit="image"`` to :func:`bootstrap_ci` for the naive one.
 
-Threads: fitting runs with BLAS limited to one thread (``threadpoolctl``). On a machine whose
-cores are shared, multi-threaded BLAS spins and a full SVD became many times slower; one thread
-also makes the numbers independent of the core count.
+Threads: the fits of one evaluation (each validation fold's classifiers, and the final fits on all
+training rows) run as tasks on a thread pool of :func:`n_jobs` threads, each with BLAS limited to
+one thread (``threadpoolctl``): libsvm, tree building and LAPACK release the GIL, so the tasks use
+every core, and the numbers do not depend on the core count. ``fit_seconds`` and
+``predict_seconds`` are CPU seconds of the fitting thread, comparable between classifiers whatever
+else runs at the same time.
 """
 from __future__ import annotations
 
+import os
 import pickle
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -72,6 +77,7 @@ __all__ = [
     "roc_data",
     "roc_table",
     "extraction_seconds",
+    "n_jobs",
 ]
 
 #: Columns the ``samples`` table must have (from :func:`liverfuse.augmentation.expand`).
@@ -100,7 +106,7 @@ METRIC_COLUMNS = (
 #: Fraction of the augmented training samples held out for validation under ``paper``.
 PAPER_VAL_FRACTION = 0.2
 #: Part of every result-cache key; bump when the evaluation procedure changes.
-EVAL_VERSION = 1
+EVAL_VERSION = 2
 
 #: A learned feature stage: called with a boolean mask of the rows it may learn from, it
 #: returns features for *all* rows of ``samples`` (the FuNet provider in :mod:`liverfuse.funet`).
@@ -178,12 +184,16 @@ def validation_splits(
         return [(np.sort(a), np.sort(b)) for a, b in sss.split(np.zeros(len(y)), y)]
     if protocol == "patient":
         groups = train["group"].astype(str).to_numpy()
-        n_groups = len(np.unique(groups))
-        if n_groups < 2:
+        # every class must keep a patient on the fitting side of every fold: at most as many folds
+        # as the rarest class has training patients
+        per_class = train.groupby("label")["group"].nunique()
+        k = min(int(folds), int(per_class.min()))
+        if k < 2:
             raise ValueError(
-                f"grouped validation needs at least 2 patients (groups) in the training set, found {n_groups}."
+                "grouped validation needs at least 2 training patients in every class; "
+                + ", ".join(f"{c} has {n}" for c, n in per_class.items() if n < 2)
+                + ". Add patients to that class."
             )
-        k = min(int(folds), n_groups)
         cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         return [(a, b) for a, b in cv.split(np.zeros(len(y)), y, groups)]
     raise ValueError(f"Unknown protocol={protocol!r}. Allowed values: patient, paper.")
@@ -367,6 +377,12 @@ def evaluate_detailed(
     g_all = samples["group"].astype(str).to_numpy()
     train = samples.iloc[train_pos]
     splits = validation_splits(train, protocol, folds=P.profile.cv_folds, seed=P.seed)
+    if protocol == "patient":  # fail before any fitting if stacking's grouped folds cannot be made
+        for name, est in specs:
+            if est is None and name == "stacking":
+                for fit_rel, _ in [*splits, (np.arange(len(train_pos)), None)]:
+                    _classifiers.use_groups(_build(name, None, P), y_all[train_pos][fit_rel],
+                                            g_all[train_pos][fit_rel], seed=P.seed)
 
     def features(fit_pos: np.ndarray) -> np.ndarray:
         if not callable(X):
@@ -390,88 +406,121 @@ def evaluate_detailed(
             done[name] = hit
     todo = [(name, est) for name, est in specs if name not in done]
 
-    # validation: folds outer (one feature computation per fold), classifiers inner; the named
-    # pipelines of one fold share their fitted scaler + PCA (identical steps on identical data)
+    # Features of every training part first: a learned stage (FuNet) trains here, on all cores.
+    # Then every fit (each validation fold's classifiers, and the final fits on all training rows)
+    # runs as one task on a thread pool; libsvm, tree building and LAPACK release the GIL, and BLAS
+    # is limited to one thread, so the tasks scale with the cores and give the same numbers as a
+    # sequential run (every fit is seeded and independent).
     val_acc: dict[str, list[float]] = {name: [] for name, _ in todo}
-    F = None
-    with threadpool_limits(1, "blas"):  # see the module docstring
-        if todo:
-            for fit_rel, val_rel in splits:
-                fit_pos, val_pos = train_pos[fit_rel], train_pos[val_rel]
-                F = features(fit_pos)
-                shared = _SharedSteps()
-                for name, est in todo:
-                    model = _build(name, est, P)
-                    if est is None:
-                        model.set_params(memory=shared)
-                    _fit(model, F[fit_pos], y_all[fit_pos], g_all[fit_pos], protocol, P.seed)
-                    val_acc[name].append(float(accuracy_score(y_all[val_pos], model.predict(F[val_pos]))))
-                del shared
-            # final models: all training rows; test rows scored once
-            F = features(train_pos)
-        _final(todo, F, samples, train_pos, test_pos, y_all, g_all, classes, splits, val_acc, base,
-               paths, done, P, protocol)
+    if todo:
+        fold_F = [features(train_pos[fit_rel]) for fit_rel, _ in splits]
+        final_F = features(train_pos)
+
+        def fold(i: int) -> dict[str, float]:
+            fit_rel, val_rel = splits[i]
+            fit_pos, val_pos = train_pos[fit_rel], train_pos[val_rel]
+            F = fold_F[i]
+            shared = _SharedSteps()  # the named pipelines of one fold share their scaler + PCA fit
+            acc = {}
+            for name, est in todo:
+                model = _build(name, est, P)
+                if est is None:
+                    model.set_params(memory=shared)
+                _fit(model, F[fit_pos], y_all[fit_pos], g_all[fit_pos], protocol, P.seed)
+                acc[name] = float(accuracy_score(y_all[val_pos], model.predict(F[val_pos])))
+            return acc
+
+        with threadpool_limits(1, "blas"), ThreadPoolExecutor(n_jobs()) as pool:  # see the module docstring
+            final = pool.submit(_final_fits, todo, final_F, train_pos, test_pos, y_all, g_all, n_classes, P,
+                                protocol)  # the largest task first
+            folds = [pool.submit(fold, i) for i in range(len(splits))]
+            for f in folds:
+                for name, a in f.result().items():
+                    val_acc[name].append(a)
+            fitted = final.result()
+        del fold_F
+        for name, est in todo:
+            model, pred, sc, fit_s, predict_s = fitted[name]
+            y_test = y_all[test_pos]
+            lo, hi = bootstrap_ci(
+                y_test, pred, g_all[test_pos], n=P.profile.n_bootstrap, seed=P.seed, unit="group"
+            )
+            row = {
+                "strategy": base.get("strategy", ""),
+                "classifier": name,
+                "backbones": base.get("backbones", ""),
+                "weights": base.get("weights", ""),
+                "protocol": protocol,
+                "val_accuracy": float(np.mean(val_acc[name])),
+                "test_accuracy": float(accuracy_score(y_test, pred)),
+                "test_accuracy_ci_low": lo,
+                "test_accuracy_ci_high": hi,
+                "fit_seconds": fit_s,
+                "predict_seconds": predict_s,
+                "n_features": int(final_F.shape[1]),
+                "n_train": int(len(train_pos)),
+                "n_test": int(len(test_pos)),
+                "val_folds": len(splits),
+                "data": P.data_label,
+                "profile": P.profile.name,
+                "seed": P.seed,
+            }
+            for k, v in base.items():
+                row.setdefault(k, v)
+            done[name] = Result(
+                row=row,
+                classes=classes,
+                test_ids=samples["sample_id"].to_numpy()[test_pos],
+                y_test=y_test,
+                pred_test=pred,
+                scores_test=sc,
+                model=model,
+                val_accuracies=tuple(val_acc[name]),
+            )
+            if name in paths:
+                _store(paths[name], done[name])
     return [done[name] for name, _ in specs]
 
 
-def _final(todo, F, samples, train_pos, test_pos, y_all, g_all, classes, splits, val_acc, base,
-           paths, done, P, protocol) -> None:
-    """Fit every pending classifier on all training rows and score the test rows once."""
-    n_classes = len(classes)
+def n_jobs() -> int:
+    """Threads for classifier fits: ``$LIVERFUSE_N_JOBS``, else the cores this process may use."""
+    env = os.environ.get("LIVERFUSE_N_JOBS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"LIVERFUSE_N_JOBS={env!r} must be a positive integer.") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _final_fits(todo, F, train_pos, test_pos, y_all, g_all, n_classes, P, protocol) -> dict:
+    """Fit every pending classifier on all training rows and score the test rows once.
+
+    Returns ``{name: (model, predictions, scores, fit_seconds, predict_seconds)}``. Times are CPU
+    seconds of the fitting thread (BLAS runs in it, limited to one thread), so they do not depend
+    on what runs on the other cores.
+    """
     shared = _SharedSteps()
+    out = {}
     for name, est in todo:
         model = _build(name, est, P)
         if est is None:
             model.set_params(memory=shared)
         replayed = shared.replayed
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         _fit(model, F[train_pos], y_all[train_pos], g_all[train_pos], protocol, P.seed)
         # a shared scaler + PCA fit counts for every classifier that uses it
-        fit_s = time.perf_counter() - t0 + (shared.replayed - replayed)
+        fit_s = time.thread_time() - t0 + (shared.replayed - replayed)
         if est is None:
             model.set_params(memory=None)  # keep the fitted steps, drop the shared store
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         pred = np.asarray(model.predict(F[test_pos])).astype(int)
-        predict_s = time.perf_counter() - t0
-        sc = _full_scores(model, F[test_pos], n_classes)
-        y_test = y_all[test_pos]
-        lo, hi = bootstrap_ci(
-            y_test, pred, g_all[test_pos], n=P.profile.n_bootstrap, seed=P.seed, unit="group"
-        )
-        row = {
-            "strategy": base.get("strategy", ""),
-            "classifier": name,
-            "backbones": base.get("backbones", ""),
-            "weights": base.get("weights", ""),
-            "protocol": protocol,
-            "val_accuracy": float(np.mean(val_acc[name])),
-            "test_accuracy": float(accuracy_score(y_test, pred)),
-            "test_accuracy_ci_low": lo,
-            "test_accuracy_ci_high": hi,
-            "fit_seconds": fit_s,
-            "predict_seconds": predict_s,
-            "n_features": int(F.shape[1]),
-            "n_train": int(len(train_pos)),
-            "n_test": int(len(test_pos)),
-            "val_folds": len(splits),
-            "data": P.data_label,
-            "profile": P.profile.name,
-            "seed": P.seed,
-        }
-        for k, v in base.items():
-            row.setdefault(k, v)
-        done[name] = Result(
-            row=row,
-            classes=classes,
-            test_ids=samples["sample_id"].to_numpy()[test_pos],
-            y_test=y_test,
-            pred_test=pred,
-            scores_test=sc,
-            model=model,
-            val_accuracies=tuple(val_acc[name]),
-        )
-        if name in paths:
-            _store(paths[name], done[name])
+        predict_s = time.thread_time() - t0
+        out[name] = (model, pred, _full_scores(model, F[test_pos], n_classes), fit_s, predict_s)
+    return out
 
 
 class _SharedSteps:
@@ -503,9 +552,9 @@ class _SharedSteps:
                 result, seconds = self._store[key]
                 self.replayed += seconds
                 return result
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             result = func(*args, **kwargs)
-            self._store[key] = (result, time.perf_counter() - t0)
+            self._store[key] = (result, time.thread_time() - t0)
             return result
 
         return wrapped
@@ -536,10 +585,16 @@ def _cache_paths(X, samples: pd.DataFrame, specs, P, protocol: str) -> dict[str,
     )
     folder = Path(P.cache_dir) / "evaluation"
     return {
-        name: folder / f"{name}-{digest(common, name, _classifiers.DESCRIPTIONS[name])}.pkl"
+        name: folder / f"{name}-{digest(common, name, _pipeline_params(name, P))}.pkl"
         for name, est in specs
         if est is None
     }
+
+
+def _pipeline_params(name: str, P) -> dict[str, str]:
+    """Every parameter of the pipeline ``name`` builds (so any change to it changes the cache key)."""
+    model = _classifiers.make(name, seed=P.seed, pca_components=P.profile.pca_components)
+    return {k: repr(v) for k, v in model.get_params(deep=True).items()}
 
 
 def _load(path: Path) -> Result | None:

@@ -100,6 +100,20 @@ def test_same_params_same_table(P):
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_parallel_fits_give_the_sequential_table(P, monkeypatch):
+    X, s = synth()
+    cols = CONTRACT + ["n_features"]
+    monkeypatch.setenv("LIVERFUSE_N_JOBS", "1")
+    one = E.evaluate(X, s, ["rbf_svm", "random_forest", "stacking"], P, cache=False)[cols]
+    monkeypatch.setenv("LIVERFUSE_N_JOBS", "3")
+    assert E.n_jobs() == 3
+    three = E.evaluate(X, s, ["rbf_svm", "random_forest", "stacking"], P, cache=False)[cols]
+    pd.testing.assert_frame_equal(one, three)
+    monkeypatch.setenv("LIVERFUSE_N_JOBS", "many")
+    with pytest.raises(ValueError, match="LIVERFUSE_N_JOBS"):
+        E.n_jobs()
+
+
 def test_patient_validation_never_splits_a_patient():
     _, s = synth()
     train = s[s["split"] == "train"].reset_index(drop=True)
@@ -123,7 +137,9 @@ def test_test_rows_never_fitted(P, protocol):
     assert len(Recorder.seen) == (3 if protocol == "patient" else 1) + 1  # folds + final fit
     for rows in Recorder.seen:
         assert not set(rows.tolist()) & test_rows
-    assert set(Recorder.seen[-1].tolist()) == set(range(len(s))) - test_rows  # final fit: all training rows
+    # exactly one fit (the final one; fits run in parallel, in any order) saw all training rows
+    train_rows = set(range(len(s))) - test_rows
+    assert sum(set(rows.tolist()) == train_rows for rows in Recorder.seen) == 1
 
 
 def test_feature_provider_only_learns_from_fit_rows(P):
@@ -232,3 +248,23 @@ def test_extraction_seconds_shares_truncated_networks(params):
     assert (t["seconds"] > 0).all() and np.allclose(t["seconds"], t["seconds_per_image"] * 100)
     # sets that run the same truncated network share one measurement
     assert t.loc[1, "seconds"] == t.loc[2, "seconds"]
+
+
+def test_rare_class_caps_folds_and_stacking_fails_before_fitting(P):
+    X, s = synth()
+    train = s[s["split"] == "train"].reset_index(drop=True)
+    # keep 2 training patients of class 'a': at most 2 grouped folds, each with 'a' on both sides
+    keep_a = sorted(train.loc[train["label"] == "a", "group"].unique())[:2]
+    keep = ((s["label"] != "a") | (s["split"] == "test") | s["group"].isin(keep_a)).to_numpy()
+    X2, s2 = X[keep], s[keep].reset_index(drop=True)
+    train2 = s2[s2["split"] == "train"].reset_index(drop=True)
+    splits = E.validation_splits(train2, "patient", folds=3, seed=0)
+    assert len(splits) == 2
+    for fit, _ in splits:
+        assert set(train2["label"].iloc[fit]) == {"a", "b", "c"}
+    # with 1 'a' patient per fitting part, stacking's grouped internal folds cannot be made:
+    # a clear error, raised before any classifier (here a recorder) is fitted
+    Recorder.seen.clear()
+    with pytest.raises(ValueError, match="stacking's grouped internal folds"):
+        E.evaluate(X2, s2, [("recorder", Recorder()), "stacking"], P, cache=False)
+    assert Recorder.seen == []
