@@ -26,7 +26,7 @@ def digest(*parts: Any, length: int = 16) -> str:
             h.update(bytes(part))
         elif isinstance(part, np.ndarray):
             h.update(str(part.dtype).encode() + str(part.shape).encode())
-            h.update(np.ascontiguousarray(part).tobytes())
+            h.update(memoryview(np.ascontiguousarray(part)).cast("B"))  # no copy of large arrays
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\x00")

@@ -27,8 +27,9 @@ implements that reading:
    trained on the *training* samples only, on the cached maps (the backbones stay frozen and
    are not run again), with early stopping (validation loss, patience 6, best weights
    restored) on a validation split *grouped by patient* (``GroupShuffleSplit``) of those
-   training samples. Seeded with
-   ``keras.utils.set_random_seed``.
+   training samples. Seeded with ``keras.utils.set_random_seed``; batches (shuffled each epoch
+   from a seeded generator, the last incomplete one dropped) are cut from the cached float16 maps
+   and scaled as they are needed, so no float32 copy of every map is made.
 
 Keras is imported lazily (inside functions), so ``import liverfuse.funet`` is cheap.
 """
@@ -46,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .cache import digest, load_npz, save_npz
+from .cache import digest, file_digest, load_npz, save_npz
 
 __all__ = [
     "FUNET_VERSION",
@@ -57,11 +58,12 @@ __all__ = [
     "level_name",
     "funet_features",
     "funet_provider",
+    "maps_digest",
     "load",
 ]
 
 #: Bumped whenever the architecture or training changes (it is part of every cache key).
-FUNET_VERSION = 2
+FUNET_VERSION = 3
 _EPS = 1e-6
 
 
@@ -207,6 +209,46 @@ def _layers():
     return ChannelAttention, SpatialAttention
 
 
+@lru_cache(maxsize=1)
+def _batches_class():
+    keras = _keras()
+
+    class Batches(keras.utils.PyDataset):
+        """Batches of scaled float32 maps cut from the cached float16 maps on demand.
+
+        No float32 copy of the whole training set is made. With a ``seed`` the rows are shuffled
+        every epoch and the last incomplete batch is dropped (one batch shape, traced once).
+        """
+
+        def __init__(self, net, maps, y, rows, batch_size, seed=None):
+            super().__init__()
+            self.net, self.maps, self.y = net, maps, y
+            self.rows = np.asarray(rows)
+            self.batch_size = int(batch_size)
+            self.rng = None if seed is None else np.random.default_rng(seed)
+            self.order = self.rows.copy()
+            if self.rng is not None:
+                self.rng.shuffle(self.order)
+
+        def __len__(self):
+            n = len(self.order)
+            return max(1, n // self.batch_size) if self.rng is not None else -(-n // self.batch_size)
+
+        def __getitem__(self, i):
+            idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+            return tuple(self.net._scaled(self.maps, idx)), self.y[idx]
+
+        def on_epoch_end(self):
+            if self.rng is not None:
+                self.rng.shuffle(self.order)
+
+    return Batches
+
+
+def _Batches(*args, **kwargs):
+    return _batches_class()(*args, **kwargs)
+
+
 def channel_attention_layer(reduction: int = 8):
     """A Keras CBAM channel-attention layer (see the module docstring)."""
     return _layers()[0](reduction)
@@ -347,6 +389,10 @@ class FuNet:
         self.shapes_ = {lv: tuple(int(s) for s in shapes[lv]) for lv in self.levels}
         self.n_classes_ = int(n_classes)
 
+    def _scaled(self, maps: Mapping, idx) -> list[np.ndarray]:
+        """Rows ``idx`` of every level, as float32 divided by the level's channel RMS."""
+        return [maps[lv][idx].astype(np.float32) / self.scales_[lv] for lv in self.levels]
+
     def _inputs(self, maps: Mapping, start: int = 0, stop: int | None = None) -> list[np.ndarray]:
         m = _as_maps(maps, self.levels)
         xs = []
@@ -390,7 +436,7 @@ class FuNet:
             a = m[lv]
             ms = np.zeros(a.shape[-1], dtype=np.float64)
             for s in range(0, n, 1024):  # chunked: maps may be large float16 arrays
-                ms += np.square(a[s : s + 1024].astype(np.float64)).sum(axis=(0, 1, 2))
+                ms += np.square(a[s : s + 1024], dtype=np.float32).sum(axis=(0, 1, 2), dtype=np.float64)
             self.scales_[lv] = (np.sqrt(ms / (n * a.shape[1] * a.shape[2])) + _EPS).astype(np.float32)
         self._build({lv: m[lv].shape[1:] for lv in self.levels}, n_classes)
 
@@ -398,12 +444,10 @@ class FuNet:
         if groups is not None and len(np.unique(np.asarray(groups).astype(str))) >= 2:
             gss = GroupShuffleSplit(n_splits=1, test_size=self.val_fraction, random_state=self.seed)
             fit_idx, val_idx = next(gss.split(np.zeros(n), y, np.asarray(groups).astype(str)))
-        xs = self._inputs(m)
-        x_fit = [a[fit_idx] for a in xs]
         callbacks = []
         val = None
         if len(val_idx):
-            val = ([a[val_idx] for a in xs], y[val_idx])
+            val = _Batches(self, m, y, val_idx, 256, seed=None)
             callbacks.append(
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=self.patience, restore_best_weights=True
@@ -416,12 +460,9 @@ class FuNet:
         )
         keras.utils.set_random_seed(self.seed)
         hist = self.model_.fit(
-            x_fit,
-            y[fit_idx],
+            _Batches(self, m, y, fit_idx, self.batch_size, seed=self.seed),
             validation_data=val,
             epochs=self.epochs,
-            batch_size=self.batch_size,
-            shuffle=True,
             callbacks=callbacks,
             verbose=0,
         )
@@ -517,10 +558,27 @@ load = FuNet.load
 
 
 # ---------------------------------------------------------------------- cached use
-def _fingerprint(a: np.ndarray, rows: int = 32) -> str:
-    """Cheap content digest of a large array: shape, dtype and a strided subset of rows."""
-    idx = np.unique(np.linspace(0, len(a) - 1, num=min(rows, len(a))).astype(int)) if len(a) else []
-    return digest(str(a.dtype), list(a.shape), np.ascontiguousarray(a[idx]))
+def maps_digest(maps: Mapping[str, np.ndarray]) -> dict:
+    """Content digest of every level's maps (all values: any changed image changes it)."""
+    return {lv: [list(a.shape[1:]), digest(a)] for lv, a in maps.items()}
+
+
+def _load_entry(folder: Path, n: int) -> tuple[np.ndarray, dict] | None:
+    """A complete, undamaged cache entry's ``(X, config)``; anything else is removed (recomputed)."""
+    if not folder.exists():
+        return None
+    try:
+        cached = load_npz(folder / "features.npz", keys=("X",))
+        config = json.loads((folder / "config.json").read_text())
+        meta = json.loads((folder / "meta.json").read_text())
+        if cached is None or cached["X"].shape[0] != n or load_npz(folder / "scales.npz") is None:
+            raise ValueError("features.npz or scales.npz missing or damaged")
+        if file_digest(folder / "funet.weights.h5") != meta["weights_sha256"]:
+            raise ValueError("funet.weights.h5 does not match the digest written with it")
+        return cached["X"], config
+    except (OSError, ValueError, KeyError, TypeError):
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
 
 
 def funet_features(
@@ -533,6 +591,7 @@ def funet_features(
     fit_mask: np.ndarray | None = None,
     reduction: int = 8,
     progress: bool = False,
+    content: dict | None = None,
 ) -> tuple[np.ndarray, dict]:
     """FuNet features for every sample, training (or loading) one FuNet per configuration.
 
@@ -552,6 +611,8 @@ def funet_features(
         Levels to fuse (default: all keys of ``maps_by_level`` in order).
     fit_mask : bool ndarray (N,), optional
         Rows FuNet may learn from; default the training rows. Test rows are refused.
+    content : dict, optional
+        :func:`maps_digest` of the maps, if already computed (:func:`funet_provider` passes it).
 
     Returns
     -------
@@ -581,17 +642,15 @@ def funet_features(
         FUNET_VERSION,
         key_parts,
         net.get_params(),
-        {lv: [list(a.shape[1:]), _fingerprint(a)] for lv, a in maps.items()},
+        content or maps_digest(maps),
         digest(list(map(str, fit_ids))),
         digest(samples["y"].to_numpy()[fit_mask].astype(int).tolist()),
     )
     folder = Path(P.cache_dir) / "funet" / key
-    cached = load_npz(folder / "features.npz", keys=("X",))
-    if cached is not None and (folder / "config.json").exists():
-        X = cached["X"]
-        if X.shape[0] == n:
-            config = json.loads((folder / "config.json").read_text())
-            return X, _info(key, folder, levels, 0.0, True, config, X)
+    entry = _load_entry(folder, n)
+    if entry is not None:
+        X, config = entry
+        return X, _info(key, folder, levels, 0.0, True, config, X)
     t0 = time.perf_counter()
     y = samples["y"].to_numpy().astype(int)
     groups = samples["group"].astype(str).to_numpy()
@@ -605,7 +664,9 @@ def funet_features(
     try:
         net.save(tmp)
         save_npz(tmp / "features.npz", X=X, sample_id=samples["sample_id"].to_numpy().astype(str))
-        (tmp / "meta.json").write_text(json.dumps({"seconds": seconds, "key_parts": key_parts}, default=str))
+        meta = {"seconds": seconds, "key_parts": key_parts,
+                "weights_sha256": file_digest(tmp / "funet.weights.h5")}
+        (tmp / "meta.json").write_text(json.dumps(meta, default=str))
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
@@ -653,8 +714,11 @@ def funet_provider(
     maps = _as_maps(maps_by_level, levels)
     net = FuNet(levels, reduction=kwargs.get("reduction", 8), seed=P.seed, epochs=P.profile.funet_epochs)
 
+    content = maps_digest(maps)  # once for every call
+
     def provider(fit_mask: np.ndarray) -> np.ndarray:
-        X, info = funet_features(P, maps_by_level, samples, key_parts, fit_mask=fit_mask, **kwargs)
+        X, info = funet_features(P, maps_by_level, samples, key_parts, fit_mask=fit_mask, content=content,
+                                 **kwargs)
         infos.append(info)
         return X
 
@@ -665,6 +729,6 @@ def funet_provider(
         FUNET_VERSION,
         key_parts,
         net.get_params(),
-        {lv: [list(a.shape[1:]), _fingerprint(a)] for lv, a in maps.items()},
+        content,
     )
     return provider

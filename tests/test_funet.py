@@ -127,6 +127,26 @@ def test_funet_features_cached_and_train_only(params):
     provider = F.funet_provider(P, maps, samples, {"data": "synthetic"})
     mask = (samples["split"] == "train").to_numpy()
     assert np.array_equal(provider(mask), X) and provider.infos[-1]["cached"]
+    # one changed sample (e.g. an image re-exported under the same name) is a different FuNet
+    changed = {k: v.copy() for k, v in maps.items()}
+    changed["a"][7] += 1.0
+    assert F.maps_digest(changed) != F.maps_digest(maps)
+    assert F.funet_features(P, changed, samples, {"data": "synthetic"})[1]["key"] != info["key"]
+
+
+@pytest.mark.parametrize("damage", ["config.json", "meta.json", "funet.weights.h5", "scales.npz"])
+def test_damaged_funet_entry_is_retrained(params, damage):
+    P = params("06_funet")
+    P = P.replace(profile=P.profile.__class__(**{**P.profile.__dict__, "funet_epochs": 2}))
+    maps, y = synth_maps(45, 4)
+    samples = _samples(y, n_test=15)
+    X, info = F.funet_features(P, maps, samples, {"data": "synthetic"})
+    f = info["dir"] / damage
+    f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # truncated, as by a crash or a full disk
+    X2, info2 = F.funet_features(P, maps, samples, {"data": "synthetic"})
+    assert not info2["cached"] and np.allclose(X2, X)
+    assert F.funet_features(P, maps, samples, {"data": "synthetic"})[1]["cached"]
+    F.load(info2["dir"])  # the rewritten entry is complete
 
 
 def test_funet_parts_and_key_parts(params):
