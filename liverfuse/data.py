@@ -40,7 +40,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "label", "group")
 #: Operating-system clutter that is silently skipped wherever it appears.
-JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini",  # files and folders that operating
+                        "__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information"})  # systems add
 _LAYOUT_HELP = (
     "Expected <class>/<patient>/<image> folders, or class folders of images plus a "
     f"{MANIFEST} (columns {','.join(MANIFEST_COLUMNS)}) at the root."
@@ -330,12 +331,11 @@ def _scan_manifest(root: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
     root_resolved = root.resolve()
     for i, p in enumerate(df["path"]):
         q = Path(p.replace("\\", "/"))
-        if q.is_absolute():
-            try:
-                q = q.resolve().relative_to(root_resolved)
-            except ValueError:
-                outside.append(f"line {i + 2}: {p}")
-                continue
+        try:  # absolute paths, and relative ones with '..', must still lie inside the data folder
+            q = (q if q.is_absolute() else root_resolved / q).resolve().relative_to(root_resolved)
+        except ValueError:
+            outside.append(f"line {i + 2}: {p}")
+            continue
         rel.append(q.as_posix())
     if outside:
         raise _problems(f"{mpath}: paths outside the data folder", outside,

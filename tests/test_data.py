@@ -166,6 +166,8 @@ def test_hidden_and_junk_files_are_skipped(tmp_path):
     (root / "a" / ".DS_Store").write_bytes(b"\0")
     (root / "a" / "a-p0" / "Thumbs.db").write_bytes(b"\0")
     (root / "README.md").write_text("root-level files are fine")
+    _img(root / "__MACOSX" / "a" / "a-p0" / "._0.png")  # what macOS zips add beside the data
+    _img(root / "b" / "@eaDir" / "x" / "0.png")  # Synology thumbnails
     assert len(load(root, tmp_path / "cache")) == 12
 
 
@@ -204,6 +206,7 @@ def test_flat_layout_without_manifest_says_how_to_fix(tmp_path):
         ("path,label,group\na/a0.jpg,a,g1\nb/b0.jpg,b,g1\n", ["more than one class", "g1"]),
         ("path,label,group\na/a0.jpg,a,\nb/b0.jpg,b,g2\n", ["empty", "line 2"]),
         ("path,label,group\na/a0.jpg,a,g1\na/a0.jpg,a,g1\nb/b0.jpg,b,g2\n", ["more than once"]),
+        ("path,label,group\na/a0.jpg,a,g1\n../b/b0.jpg,b,g2\n", ["outside the data folder", "line 3"]),
     ],
 )
 def test_manifest_errors(tmp_path, rows, words):
