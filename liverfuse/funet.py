@@ -221,7 +221,7 @@ def _batches_class():
         """
 
         def __init__(self, net, maps, y, rows, batch_size, seed=None):
-            super().__init__()
+            super().__init__(workers=2)  # the next batch is cut while this one trains (same order)
             self.net, self.maps, self.y = net, maps, y
             self.rows = np.asarray(rows)
             self.batch_size = int(batch_size)
