@@ -22,3 +22,15 @@ def save_figure(fig, P, name: str, dpi: int = 110):
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
     return fig
+
+
+def notebook_style(dpi: int = 80) -> None:
+    """Show notebook figures as JPEG at ``dpi``: keeps committed notebooks and the book light.
+
+    Only the inline display changes; :func:`save_figure` still writes full-quality PNG files.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("jpeg", pil_kwargs={"quality": 85})
+    plt.rcParams["figure.dpi"] = dpi

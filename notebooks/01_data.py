@@ -66,7 +66,9 @@ import seaborn as sns
 
 from liverfuse import data, phantom, splits
 from liverfuse.figures import sample_grid
-from liverfuse.report import save_figure, save_table
+from liverfuse.report import notebook_style, save_figure, save_table
+
+notebook_style()
 
 ds = data.load(P)
 print(ds.summary())

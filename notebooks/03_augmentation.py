@@ -66,16 +66,14 @@ P = liverfuse.setup(
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib_inline.backend_inline import set_matplotlib_formats
 
 from liverfuse import augmentation as aug
 from liverfuse import data, splits
 from liverfuse import preprocessing as pp
-from liverfuse.report import save_figure, save_table
+from liverfuse.report import notebook_style, save_figure, save_table
 
 # H&E images compress poorly as PNG: show figures as JPEG at a modest resolution (files stay PNG)
-set_matplotlib_formats("jpeg", pil_kwargs={"quality": 85})
-plt.rcParams["figure.dpi"] = 80
+notebook_style()
 
 print(
     f"data: {P.data_label}, profile: {P.profile.name}, protocol: {P.protocol}, seed: {P.seed}, "

@@ -96,9 +96,9 @@ from IPython.display import Markdown, display
 
 from liverfuse import backbones as bb
 from liverfuse import evaluation, features, fusion
-from liverfuse.report import save_figure, save_table
+from liverfuse.report import notebook_style, save_figure, save_table
 
-plt.rcParams["figure.dpi"] = 80
+notebook_style()
 print(
     f"data: {P.data_label}, profile: {P.profile.name} ({P.profile.input_size} px input), "
     f"protocol: {P.protocol}, seed: {P.seed}, backbones: {', '.join(P.backbones)}"
@@ -191,8 +191,8 @@ print(features.provenance_banner(extraction))
 # ## Each backbone on its own: validation and test accuracy
 #
 # Each feature vector (by default the full base of each backbone, the paper's single features; with
-# `-p levels all` every level of the table above) is standardised, reduced by PCA (keeping 95% of the
-# variance) and classified. Validation follows the `protocol` parameter (`patient`: grouped folds, every augmented copy
+# `-p levels all` every level of the table above) is standardised, reduced by PCA (at most 256 components in the
+# `quick` profile, 95% of the variance in `paper`) and classified. Validation follows the `protocol` parameter (`patient`: grouped folds, every augmented copy
 # with its source patient; `paper`: a random hold-out of the augmented training set, as the paper did,
 # which leaks copies across the split); the test accuracy is measured once on the un-augmented test images
 # (95% bootstrap interval over patients).

@@ -83,9 +83,9 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from liverfuse import evaluation, features, fusion
-from liverfuse.report import save_figure, save_table
+from liverfuse.report import notebook_style, save_figure, save_table
 
-plt.rcParams["figure.dpi"] = 80
+notebook_style()
 print(
     f"data: {P.data_label}, profile: {P.profile.name} ({P.profile.input_size} px input), "
     f"protocol: {P.protocol}, seed: {P.seed}, backbones: {', '.join(P.backbones)}, "
@@ -153,8 +153,8 @@ print(features.provenance_banner(extraction))
 # ## Full bases alone and fused: A1, A2, A3 (Table 10 analogue)
 #
 # A1, A2 and A3 are the full bases of ResNet50, DenseNet201 and VGG16 as in the paper (for other backbone
-# lists: the first three listed, InceptionResNetV2 last). Every set is standardised, reduced by PCA (95%
-# of the variance) and classified; validation follows the `protocol` parameter, the test accuracy is
+# lists: the first three listed, InceptionResNetV2 last). Every set is standardised, reduced by PCA (at most 256
+# components in the `quick` profile, 95% of the variance in `paper`) and classified; validation follows the `protocol` parameter, the test accuracy is
 # measured once on the un-augmented test images (95% bootstrap interval over patients).
 
 # %% tags=[]

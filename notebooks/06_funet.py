@@ -96,17 +96,15 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
-from matplotlib_inline.backend_inline import set_matplotlib_formats
 from skimage.transform import resize
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from liverfuse import classifiers, evaluation, features, fusion
-from liverfuse.report import save_figure, save_table
+from liverfuse.report import notebook_style, save_figure, save_table
 
-set_matplotlib_formats("jpeg", pil_kwargs={"quality": 85})
-plt.rcParams["figure.dpi"] = 80
+notebook_style()
 print(
     f"data: {P.data_label}, profile: {P.profile.name} ({P.profile.input_size} px input), "
     f"protocol: {P.protocol}, seed: {P.seed}, backbones: {', '.join(P.backbones)}\n"

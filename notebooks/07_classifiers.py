@@ -26,7 +26,8 @@
 # the paper's best result (72.46% test accuracy).
 #
 # **What this section reproduces.** Every classifier, as the scikit-learn pipeline
-# `StandardScaler → PCA (95% of the variance) → classifier` of `liverfuse.classifiers`, on the **FuNet
+# `StandardScaler → PCA → classifier` of `liverfuse.classifiers` (PCA to at most 256 components in the
+# `quick` profile, 95% of the variance in `paper`), on the **FuNet
 # features** of section 6 (the same trained FuNet, read from the cache): validation and test accuracy (95%
 # bootstrap interval over patients), precision, recall and F1 per grade (Table 9's definitions, computed by
 # `sklearn.metrics.precision_recall_fscore_support`), and fit and predict time. Section 5 runs the same
@@ -78,13 +79,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
-from matplotlib_inline.backend_inline import set_matplotlib_formats
 
 from liverfuse import classifiers, evaluation, features, fusion
-from liverfuse.report import save_figure, save_table
+from liverfuse.report import notebook_style, save_figure, save_table
 
-set_matplotlib_formats("jpeg", pil_kwargs={"quality": 85})
-plt.rcParams["figure.dpi"] = 80
+notebook_style()
 print(
     f"data: {P.data_label}, profile: {P.profile.name} ({P.profile.input_size} px input), "
     f"protocol: {P.protocol}, seed: {P.seed}, backbones: {', '.join(P.backbones)}\n"

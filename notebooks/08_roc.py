@@ -74,15 +74,13 @@ FUNET_PARTS = funet.funet_parts(P.backbones, funet_levels)  # validates funet_le
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
-from matplotlib_inline.backend_inline import set_matplotlib_formats
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 from sklearn.preprocessing import label_binarize
 
 from liverfuse import evaluation, features, fusion
-from liverfuse.report import save_figure, save_table
+from liverfuse.report import notebook_style, save_figure, save_table
 
-set_matplotlib_formats("jpeg", pil_kwargs={"quality": 85})
-plt.rcParams["figure.dpi"] = 80
+notebook_style()
 print(
     f"data: {P.data_label}, profile: {P.profile.name} ({P.profile.input_size} px input), "
     f"protocol: {P.protocol}, seed: {P.seed}, backbones: {', '.join(P.backbones)}\n"
