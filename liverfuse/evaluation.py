@@ -74,6 +74,7 @@ __all__ = [
     "metrics_table",
     "prf_table",
     "confusion",
+    "one_vs_rest",
     "roc_data",
     "roc_table",
     "extraction_seconds",
@@ -671,6 +672,18 @@ def confusion(result: Result) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- ROC
+def one_vs_rest(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(n, n_classes)`` 0/1 indicator of each row's class, two columns for two classes too.
+
+    (``label_binarize`` gives a single column for a binary problem, which does not line up with
+    per-class score columns.)
+    """
+    Y = label_binarize(np.asarray(y), classes=np.arange(n_classes))
+    if n_classes == 2:
+        Y = np.column_stack([1 - Y[:, 0], Y[:, 0]])
+    return Y
+
+
 def roc_data(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> dict[str, dict]:
     """One-vs-rest ROC curves: per class, ``micro`` and ``macro`` average.
 
@@ -684,9 +697,7 @@ def roc_data(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> 
     y_true = np.asarray(y_true)
     scores = np.asarray(scores, dtype=float)
     k = len(classes)
-    Y = label_binarize(y_true, classes=np.arange(k))
-    if k == 2:
-        Y = np.column_stack([1 - Y[:, 0], Y[:, 0]])
+    Y = one_vs_rest(y_true, k)
     out: dict[str, dict] = {}
     for i, c in enumerate(classes):
         if Y[:, i].min() == Y[:, i].max():

@@ -75,7 +75,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
-from sklearn.preprocessing import label_binarize
 
 from liverfuse import evaluation, features, fusion
 from liverfuse.report import notebook_style, save_figure, save_table
@@ -138,7 +137,7 @@ fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 6.4), squeeze=False)
 for j, r in enumerate(results):
     ax = axes[0, j]
     curves = evaluation.roc_data(r.y_test, r.scores_test, r.classes)
-    Y = label_binarize(r.y_test, classes=np.arange(len(r.classes)))
+    Y = evaluation.one_vs_rest(r.y_test, len(r.classes))  # two columns for two classes too
     micro = RocCurveDisplay.from_predictions(Y.ravel(), r.scores_test.ravel(), ax=ax, name="micro-average")
     micro.line_.set(color="deeppink", linestyle=":", linewidth=2)
     ax.plot(curves["macro"]["fpr"], curves["macro"]["tpr"], color="navy", linestyle=":", linewidth=2,

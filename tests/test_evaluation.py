@@ -219,6 +219,17 @@ def test_roc_data_perfect_and_macro():
     assert d["macro"]["auc"] == pytest.approx(np.mean([d[c]["auc"] for c in "abc"]))
 
 
+def test_two_classes_one_column_per_class(P):
+    X, s = synth()
+    keep = (s["label"] != "c").to_numpy()
+    res = E.evaluate_detailed(X[keep], s[keep].reset_index(drop=True), ["poly_svm", "stacking"], P, cache=False)
+    for r in res:
+        Y = E.one_vs_rest(r.y_test, 2)
+        assert Y.shape == r.scores_test.shape == (len(r.y_test), 2)  # lines up for micro-average curves
+        assert np.array_equal(Y.argmax(axis=1), r.y_test)
+    assert set(E.roc_table(res)["curve"]) == {"a", "b", "micro", "macro"}
+
+
 def test_results_are_cached_by_features_and_settings(P):
     X, s = synth()
     first = E.evaluate_detailed(X, s, ["knn"], P, label={"strategy": "a"})
