@@ -156,7 +156,7 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
     backbone : one of :data:`liverfuse.backbones.BACKBONES`.
     levels : levels to return (default all); all levels are computed and cached regardless.
     batch_size : images per forward pass.
-    progress : show a tqdm bar (default: when there are at least 20 samples).
+    progress : show a tqdm bar on a terminal (default: when there are at least 20 samples).
 
     Returns
     -------
@@ -223,8 +223,10 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
 
     show = (n >= 20) if progress is None else progress
     name = getattr(dataset, "name", "") if dataset is not None else ""
-    bar = tqdm(total=n, desc=f"{backbone} features{' (' + name + ')' if name else ''}", disable=not show,
-               unit="img")
+    # on terminals only (disable=None), as every bar of the package: notebook outputs must not depend
+    # on the cache state
+    bar = tqdm(total=n, desc=f"{backbone} features{' (' + name + ')' if name else ''}",
+               disable=None if show else True, unit="img")
     chunks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     pend_i: list[int] = []
     pend_img: list[np.ndarray] = []

@@ -227,7 +227,7 @@ def evaluate_sets(P, samples: pd.DataFrame, maps_by_part: Mapping[Part, np.ndarr
         raise ValueError("no classifiers given: pass classifier_names or set P.classifiers.")
     results = []
     done: dict[tuple, list] = {}
-    for name, parts in tqdm(list(sets.items()), desc="feature sets", disable=not progress or len(sets) < 2):
+    for name, parts in tqdm(list(sets.items()), desc="feature sets", disable=None if progress and len(sets) >= 2 else True):
         key = tuple(tuple(p) for p in parts)
         if key not in done:
             row = {"strategy": name, "backbones": "+".join(dict.fromkeys(b for b, _ in parts)),
