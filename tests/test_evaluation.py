@@ -134,7 +134,7 @@ def test_test_rows_never_fitted(P, protocol):
     test_rows = set(np.flatnonzero(s["split"] == "test"))
     Recorder.seen.clear()
     E.evaluate(X, s, [("recorder", Recorder())], P, protocol=protocol)
-    assert len(Recorder.seen) == (3 if protocol == "patient" else 1) + 1  # folds + final fit
+    assert len(Recorder.seen) == (P.profile.cv_folds if protocol == "patient" else 1) + 1  # folds + final fit
     for rows in Recorder.seen:
         assert not set(rows.tolist()) & test_rows
     # exactly one fit (the final one; fits run in parallel, in any order) saw all training rows
@@ -152,7 +152,7 @@ def test_feature_provider_only_learns_from_fit_rows(P):
         return X
 
     E.evaluate(provider, s, ["knn", "rbf_svm"], P)
-    assert len(masks) == 4  # once per fold + final, shared by both classifiers
+    assert len(masks) == P.profile.cv_folds + 1  # once per fold + final, shared by both classifiers
     assert not any((m & is_test).any() for m in masks)
     assert np.array_equal(masks[-1], ~is_test)
 
