@@ -119,7 +119,10 @@ paper
 # build (`-p backbones vgg16,resnet50,densenet201,inception_resnet_v2` runs it on the paper's backbones).
 #
 # * **patient**: split by patient, validation by grouped cross-validation (every augmented copy with its
-#   patient). Validation and test estimate the same thing: accuracy on new patients.
+#   patient). Validation and test estimate the same thing, accuracy on new patients, but each validation
+#   model learns from fewer patients (half the training patients with the `quick` profile's 2 folds, 4/5
+#   with `paper`'s 5), so validation runs somewhat below test; Stacking, whose own grouped folds then see
+#   fewer patients still, most of all.
 # * **patient split, paper validation**: the same split, features and test images, but validation on a
 #   random 20% of the *augmented* training samples, as the paper did. Only the validation changes (and the
 #   Stacking ensemble's internal folds, which follow the protocol too), so the difference is what an
@@ -240,9 +243,11 @@ save_table(auc, P, "roc_auc")
 # ## Reading the comparison
 #
 # * **Validation.** Under the paper's protocol, validation images are rotated or flipped copies of images
-#   that were trained on, so validation accuracy measures recognition of seen images. The gap between the
-#   `patient split, paper validation` and `patient` rows, on identical features and test images, is that
-#   effect alone. The paper's 94.33% validation against 72.46% test is what it predicts.
+#   that were trained on, so validation accuracy measures recognition of seen images. The
+#   `patient split, paper validation` rows have the same features and test images as the `patient` rows:
+#   their validation accuracy near 1 against a test accuracy far below it is that effect (part of the
+#   distance to the `patient` validation is the smaller grouped folds, see above; the test column is the
+#   fair comparison). The paper's 94.33% validation against 72.46% test is what it predicts.
 # * **Test.** Under the paper's protocol, images of one patient also fall on both sides of the train/test
 #   split, so even the test accuracy is optimistic for new patients; the `patient` protocol's test accuracy
 #   is the number to quote for a new patient, with its interval.
