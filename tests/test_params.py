@@ -53,3 +53,18 @@ def test_weights_path(params, tmp_path):
     f = tmp_path / "w.weights.h5"
     f.write_bytes(b"x")
     assert params(weights=str(f)).weights == str(f.resolve())
+
+
+def test_tune_allocator_applies_once_and_can_be_turned_off(monkeypatch):
+    import platform
+
+    from liverfuse import params
+
+    monkeypatch.setattr(params, "_tuned", {})
+    monkeypatch.setenv("LIVERFUSE_MALLOC", "default")
+    assert params.tune_allocator() == {} and params._tuned == {}
+    monkeypatch.delenv("LIVERFUSE_MALLOC")
+    applied = params.tune_allocator()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied == {name: True for name in params._MALLOPT}
+    assert params.tune_allocator() == applied  # once per process
