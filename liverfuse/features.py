@@ -19,6 +19,12 @@ and every later request, for any subset of levels, is a cache hit. Files are wri
 (:func:`liverfuse.cache.save_npz`) by a background writer thread; a damaged file is detected by
 :func:`liverfuse.cache.load_npz`, deleted and recomputed. A two-character fan-out keeps folders
 small with tens of thousands of entries.
+
+Bundles: once every sample of a run is in the cache, all of them are also written as one file,
+``<config folder>/bundles/<digest of the sample keys>.npz``. A later request for the same samples (the
+next notebook, a rebuild) reads that one file instead of thousands of small ones (about 0.5 s instead
+of 4-5 s per backbone for the phantom's 3,192 samples); it is checked like every entry and rebuilt from
+the per-sample entries when damaged. This doubles the disk the feature cache takes.
 """
 from __future__ import annotations
 
@@ -128,6 +134,23 @@ def entry_path(folder: Path, key: str) -> Path:
     return folder / key[:2] / f"{key}.npz"
 
 
+def bundle_path(folder: Path, keys) -> Path:
+    """Where all samples with these sample keys (in this order) are cached as one file."""
+    return folder / "bundles" / f"{digest(list(keys))}.npz"
+
+
+def sample_keys(prepared: np.ndarray, samples: pd.DataFrame, chunk: int = 256) -> list[str]:
+    """The :func:`sample_key` of every sample (each augmented image is made, digested and dropped)."""
+    from . import augmentation
+
+    ops = samples["op"].astype(str).to_numpy()
+    keys: list[str] = []
+    for start in range(0, len(samples), chunk):
+        imgs = augmentation.images(prepared, samples, start, start + chunk)
+        keys += [sample_key(img, ops[start + k]) for k, img in enumerate(imgs)]
+    return keys
+
+
 def _check_inputs(prepared: np.ndarray, samples: pd.DataFrame, input_size: int) -> None:
     if prepared.ndim != 4 or prepared.shape[1:] != (input_size, input_size, 3) or prepared.dtype != np.uint8:
         raise ValueError(
@@ -142,7 +165,7 @@ def _check_inputs(prepared: np.ndarray, samples: pd.DataFrame, input_size: int) 
 
 
 def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: str, levels=None, *,
-            batch_size: int = 32, progress: bool | None = None) -> FeatureSet:
+            batch_size: int = 32, progress: bool | None = None, keys: list[str] | None = None) -> FeatureSet:
     """Pooled feature maps of every sample for ``backbone`` (computed once, then read from the cache).
 
     Parameters
@@ -157,6 +180,8 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
     levels : levels to return (default all); all levels are computed and cached regardless.
     batch_size : images per forward pass.
     progress : show a tqdm bar on a terminal (default: when there are at least 20 samples).
+    keys : :func:`sample_keys` of ``samples``, if already computed (:func:`features_for` shares them
+        between backbones).
 
     Returns
     -------
@@ -179,10 +204,22 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
             json.dump({**cfg, "weights_used": spec.used}, f, indent=1)
 
     n = len(samples)
-    ops = samples["op"].astype(str).to_numpy()
     expected = {lv: (min(h, GRID), min(w, GRID), c)
                 for lv, (h, w, c) in bb_mod.output_shapes(backbone, input_size).items()}
-    out: dict[str, np.ndarray] = {lv: np.empty((n, *expected[lv]), np.float16) for lv in levels}
+    result = dict(backbone=backbone, samples=samples, weights_used=spec.used, weights_id=spec.id, folder=folder,
+                  note=spec.note, layers={lv: bb_mod.LEVELS[backbone][lv] for lv in levels})
+    if keys is None:
+        keys = sample_keys(prepared, samples)
+    if len(keys) != n:
+        raise ValueError(f"keys has {len(keys)} items for {n} samples.")
+    bundle = bundle_path(folder, keys)
+    found = load_npz(bundle, keys=all_levels)
+    if found is not None and all(found[lv].dtype == np.float16 and found[lv].shape == (n, *expected[lv])
+                                 for lv in all_levels):
+        return FeatureSet(maps={lv: found[lv] for lv in levels}, seconds=0.0, hits=n, misses=0, **result)
+
+    # every level is kept (not only those asked for), to write the bundle at the end
+    out: dict[str, np.ndarray] = {lv: np.empty((n, *expected[lv]), np.float16) for lv in all_levels}
     state = {"extractor": None, "seconds": 0.0, "hits": 0, "misses": 0}
     writes: deque[Future] = deque()
 
@@ -196,15 +233,14 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
             writes.popleft().result()
 
     def store(i: int, entry: dict[str, np.ndarray]) -> None:
-        for lv in levels:
+        for lv in all_levels:
             out[lv][i] = entry[lv]
 
     def read_chunk(start: int, stop: int):
-        """Augment, digest and look up samples start:stop (runs one chunk ahead in a thread)."""
+        """Look up samples start:stop, augmenting them (runs one chunk ahead in a thread)."""
         imgs = augmentation.images(prepared, samples, start, stop)
-        keys = [sample_key(img, ops[start + k]) for k, img in enumerate(imgs)]
-        found = [load_npz(entry_path(folder, key), keys=all_levels) for key in keys]
-        return start, imgs, keys, found
+        found = [load_npz(entry_path(folder, key), keys=all_levels) for key in keys[start:stop]]
+        return start, imgs, keys[start:stop], found
 
     def compute(idx: list[int], imgs: list[np.ndarray], keys: list[str], writer: ThreadPoolExecutor) -> None:
         t0 = time.perf_counter()
@@ -235,7 +271,7 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
             ThreadPoolExecutor(1, thread_name_prefix="features-write") as writer:
         ahead = reader.submit(read_chunk, *chunks[0]) if chunks else None
         for c in range(len(chunks)):
-            start, imgs, keys, found = ahead.result()
+            start, imgs, chunk_keys, found = ahead.result()
             ahead = reader.submit(read_chunk, *chunks[c + 1]) if c + 1 < len(chunks) else None
             for k, entry in enumerate(found):
                 if valid(entry):  # else missing, damaged (load_npz) or of another shape: recompute
@@ -244,26 +280,16 @@ def extract(P, dataset, prepared: np.ndarray, samples: pd.DataFrame, backbone: s
                 else:
                     pend_i.append(start + k)
                     pend_img.append(imgs[k])
-                    pend_key.append(keys[k])
+                    pend_key.append(chunk_keys[k])
             while len(pend_i) >= batch_size or (ahead is None and pend_i):
                 compute(pend_i[:batch_size], pend_img[:batch_size], pend_key[:batch_size], writer)
                 del pend_i[:batch_size], pend_img[:batch_size], pend_key[:batch_size]
-            bar.update(len(keys))
+            bar.update(len(chunk_keys))
         drain(block=True)  # surface write errors (disk full, permissions)
     bar.close()
-    return FeatureSet(
-        backbone=backbone,
-        maps={lv: out[lv] for lv in levels},
-        samples=samples,
-        weights_used=spec.used,
-        weights_id=spec.id,
-        seconds=state["seconds"],
-        hits=state["hits"],
-        misses=state["misses"],
-        folder=folder,
-        note=spec.note,
-        layers={lv: bb_mod.LEVELS[backbone][lv] for lv in levels},
-    )
+    save_npz(bundle, **out)  # every sample is now cached: the next request reads one file
+    return FeatureSet(maps={lv: out[lv] for lv in levels}, seconds=state["seconds"], hits=state["hits"],
+                      misses=state["misses"], **result)
 
 
 def normalise_parts(parts) -> list[tuple[str, str]]:
@@ -321,8 +347,9 @@ def features_for(P, parts, *, batch_size: int = 32, data=None):
         wanted.setdefault(backbone, []).append(level)
     maps: dict[tuple[str, str], np.ndarray] = {}
     rows = []
+    keys = sample_keys(prepared, samples)  # the same for every backbone
     for backbone, levels in wanted.items():
-        fs = extract(P, dataset, prepared, samples, backbone, levels, batch_size=batch_size)
+        fs = extract(P, dataset, prepared, samples, backbone, levels, batch_size=batch_size, keys=keys)
         for lv in levels:
             maps[(backbone, lv)] = fs.maps[lv]
         rows.append({

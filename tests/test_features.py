@@ -34,7 +34,17 @@ def P(params):
 
 
 def _entries(fs):
-    return sorted(fs.folder.rglob("*.npz"))
+    """Per-sample cache entries (not bundles)."""
+    return sorted(p for p in fs.folder.rglob("*.npz") if p.parent.name != "bundles")
+
+
+def _bundles(fs):
+    return sorted((fs.folder / "bundles").glob("*.npz"))
+
+
+def _drop_bundles(fs):
+    for p in _bundles(fs):
+        p.unlink()
 
 
 def test_pool_grid_matches_brute_force_and_global_max():
@@ -61,6 +71,7 @@ def test_miss_then_hit_then_subset(P):
     assert cold.maps["full"].shape == (6, 3, 3, 1280) and cold.maps["full"].dtype == np.float16
     assert cold.maps["stage4"].shape == (6, 4, 4, 40)
     assert len(_entries(cold)) == 6 and all(p.parent.name == p.stem[:2] for p in _entries(cold))
+    assert len(_bundles(cold)) == 1  # all samples, in this order, as one file
     # the flipped copy is a different network input, hence a different feature
     assert not np.array_equal(cold.maps["full"][0], cold.maps["full"][4])
 
@@ -69,12 +80,41 @@ def test_miss_then_hit_then_subset(P):
     for lv in cold.maps:
         np.testing.assert_array_equal(warm.maps[lv], cold.maps[lv])
 
-    # any subset of levels, in any batch size, is served by the same entries
+    # any subset of levels, in any batch size and sample order, is served by the same entries
+    _drop_bundles(cold)
     sub = F.extract(P, None, prepared, samples.iloc[::-1].reset_index(drop=True), "efficientnet_lite0",
                     ["full"], batch_size=5)
     assert (sub.misses, list(sub.maps)) == (0, ["full"])
     np.testing.assert_array_equal(sub.maps["full"], cold.maps["full"][::-1])
     np.testing.assert_allclose(sub.vectors("full")[::-1], F.vectors(cold.maps["full"]))
+    assert len(_bundles(cold)) == 1  # this sample order's bundle, written from the entries
+
+
+def test_bundle_serves_warm_requests_and_damaged_bundle_is_rebuilt(P):
+    from liverfuse.cache import load_npz, save_npz
+
+    prepared, samples = _prepared(), _samples(SAMPLES)
+    cold = F.extract(P, None, prepared, samples, "efficientnet_lite0")
+    [bundle] = _bundles(cold)
+    for p in _entries(cold):  # a warm request reads the bundle alone
+        p.unlink()
+    warm = F.extract(P, None, prepared, samples, "efficientnet_lite0", ["stage6"])
+    assert (warm.misses, warm.hits, list(warm.maps)) == (0, 6, ["stage6"])
+    np.testing.assert_array_equal(warm.maps["stage6"], cold.maps["stage6"])
+    F.extract(P, None, prepared, samples.iloc[:4], "efficientnet_lite0")  # other samples: recompute these
+    # a truncated bundle is deleted and rebuilt from the per-sample entries
+    bundle.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    again = F.extract(P, None, prepared, samples, "efficientnet_lite0")
+    assert (again.misses, again.hits) == (2, 4)  # 4 entries survived (rewritten above), 2 recomputed
+    np.testing.assert_allclose(again.maps["full"].astype(np.float32), cold.maps["full"].astype(np.float32),
+                               rtol=2e-3, atol=1e-3)
+    assert load_npz(bundle) is not None
+    # a readable bundle of the wrong shape is not trusted either
+    entry = load_npz(bundle)
+    save_npz(bundle, **{**entry, "full": entry["full"][:2]})
+    third = F.extract(P, None, prepared, samples, "efficientnet_lite0")
+    assert (third.misses, third.hits) == (0, 6)
+    assert load_npz(bundle)["full"].shape == (6, 3, 3, 1280)
 
 
 def test_damaged_entry_is_detected_and_recomputed(P):
@@ -84,11 +124,13 @@ def test_damaged_entry_is_detected_and_recomputed(P):
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # truncated write
     other = _entries(cold)[1]
     other.write_bytes(b"not a zip file at all")
+    _drop_bundles(cold)  # this test is about the per-sample entries
     again = F.extract(P, None, prepared, samples, "efficientnet_lite0")
     assert (again.misses, again.hits) == (2, 4)
     for lv in cold.maps:  # recomputed in a smaller batch: equal up to float16 rounding
         np.testing.assert_allclose(again.maps[lv].astype(np.float32), cold.maps[lv].astype(np.float32),
                                    rtol=2e-3, atol=1e-3)
+    _drop_bundles(cold)
     third = F.extract(P, None, prepared, samples, "efficientnet_lite0")
     assert (third.misses, third.hits) == (0, 6)  # the rewritten entries are valid
     # a readable entry of the wrong shape or dtype is not trusted either
@@ -97,6 +139,7 @@ def test_damaged_entry_is_detected_and_recomputed(P):
     path = _entries(cold)[2]
     entry = load_npz(path)
     save_npz(path, **{**entry, "full": entry["full"][:2]})
+    _drop_bundles(cold)
     fourth = F.extract(P, None, prepared, samples, "efficientnet_lite0")
     assert (fourth.misses, fourth.hits) == (1, 5)
     np.testing.assert_allclose(fourth.maps["full"].astype(np.float32), cold.maps["full"].astype(np.float32),
