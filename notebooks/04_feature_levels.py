@@ -197,7 +197,7 @@ print(features.provenance_banner(extraction))
 # which leaks copies across the split); the test accuracy is measured once on the un-augmented test images
 # (95% bootstrap interval over patients).
 
-# %% tags=[]
+# %% tags=[, "nbval-ignore-output"]
 classified = parts if levels == "all" else [(b, "full") for b in P.backbones]
 results = fusion.evaluate_sets(P, samples, maps, {f"{b}:{lv}": [(b, lv)] for b, lv in classified},
                                weights_of, progress=False)
@@ -224,7 +224,7 @@ fig.tight_layout()
 save_figure(fig, P, "single_feature_test_accuracy", dpi=90)
 plt.show()
 
-# %% tags=[]
+# %% tags=[, "nbval-ignore-output"]
 best = single.sort_values(["test_accuracy", "val_accuracy"], ascending=False).iloc[0]
 print(f"best single feature: {best['strategy']} with {best['classifier']} "
       f"(weights {best['weights']}): test accuracy {best['test_accuracy']:.3f} "

@@ -162,7 +162,7 @@ legend = fusion.full_base_legend(P.backbones)
 legend["weights"] = legend["backbone"].map(weights_of)
 legend
 
-# %% tags=[]
+# %% tags=[, "nbval-ignore-output"]
 results10 = fusion.evaluate_sets(P, samples, maps, table10_sets, weights_of, progress=False)
 table10 = evaluation.metrics_table(results10)
 save_table(table10, P, "table10_metrics")
@@ -176,7 +176,7 @@ wide.round(3)
 # %% [markdown] tags=[]
 # ## Strategies 1-4 under the same classifiers
 
-# %% tags=[]
+# %% tags=[, "nbval-ignore-output"]
 results_s = fusion.evaluate_sets(P, samples, maps, strategies, weights_of, progress=False)
 table_s = evaluation.metrics_table(results_s)
 save_table(table_s, P, "strategies_metrics")
@@ -206,7 +206,7 @@ plt.show()
 # The paper plots A2, A1 ∪ A2 and A1 ∪ A2 ∪ A3; here the three sets with the best mean test accuracy over
 # the classifiers, each with every classifier, on the test set.
 
-# %% tags=[]
+# %% tags=[, "nbval-ignore-output"]
 all_results = results10 + results_s
 mean_test = everything.groupby("strategy", sort=False)["test_accuracy"].mean().sort_values(ascending=False)
 best_sets = list(mean_test.index[:3])
@@ -216,7 +216,7 @@ prf["weights"] = prf["strategy"].map(everything.groupby("strategy")["weights"].f
 save_table(prf, P, "fig10_11_prf")
 print("best feature sets by mean test accuracy: " + "; ".join(f"{s} ({mean_test[s]:.3f})" for s in best_sets))
 
-# %% tags=[]
+# %% tags=[, "nbval-ignore-output"]
 long = prf.melt(id_vars=["strategy", "classifier", "class"], value_vars=["precision", "recall", "f1"],
                 var_name="metric", value_name="value")
 g = sns.catplot(data=long, x="class", y="value", hue="strategy", hue_order=best_sets, row="metric",
@@ -230,7 +230,7 @@ g.figure.suptitle(f"test set, {P.data_label}, {P.protocol} protocol", y=1.02, fo
 save_figure(g.figure, P, "fig10_11_prf", dpi=90)
 plt.show()
 
-# %% tags=[]
+# %% tags=[, "nbval-ignore-output"]
 single_best = table10[~table10["strategy"].str.contains("∪")]["test_accuracy"].max()
 fused = table10[table10["strategy"].str.contains("∪")]
 if len(fused):

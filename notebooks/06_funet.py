@@ -168,7 +168,7 @@ print(
 # `StandardScaler → LogisticRegression` (scikit-learn defaults, no PCA) on strategy 1's features, validated
 # and tested exactly like every other row.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 base_parts = strategies["strategy 1"]
 baseline_model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
 res_baseline = evaluation.evaluate_detailed(
@@ -243,7 +243,7 @@ plt.show()
 # with its patient; `paper`: a random split of the augmented training set, as the paper did). Test accuracy
 # is measured once, on the un-augmented test images; its 95% interval resamples patients.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 all_results = res_baseline + res_strategies + res_funet
 metrics = evaluation.metrics_table(all_results)
 save_table(metrics, P, "metrics")
@@ -255,7 +255,7 @@ table12 = table12[[c for c in table12.columns if c.endswith(" val")] + [c for c 
 save_table(table12.reset_index(), P, "table12_accuracy")
 table12.round(3)
 
-# %%
+# %% tags=["nbval-ignore-output"]
 metrics[COLS].round(3)
 
 # %%
@@ -292,7 +292,7 @@ g.figure.suptitle(f"test set, {P.data_label}, {P.protocol} protocol", y=1.02, fo
 save_figure(g.figure, P, "fig12_13_prf", dpi=90)
 plt.show()
 
-# %%
+# %% tags=["nbval-ignore-output"]
 f1 = prf.groupby(["strategy", "classifier"], sort=False)["f1"].mean().unstack("classifier")
 f1.columns.name = None
 print("mean F1 over the grades (test set):")
@@ -365,7 +365,7 @@ fig.tight_layout()
 save_figure(fig, P, "funet_spatial_attention", dpi=90)
 plt.show()
 
-# %%
+# %% tags=["nbval-ignore-output"]
 sa_all = net.spatial_attention({p: m[test.index.to_numpy()] for p, m in funet_maps.items()})
 ca_all = net.channel_attention({p: m[test.index.to_numpy()] for p, m in funet_maps.items()})
 attention = pd.DataFrame(
@@ -386,7 +386,7 @@ attention.round(3)
 # %% [markdown]
 # ## Reading the results
 
-# %%
+# %% tags=["nbval-ignore-output"]
 best_row = metrics.loc[(metrics["strategy"] == "FuNet") & (metrics["classifier"] == P.classifier)].iloc[0]
 base_row = metrics.loc[metrics["strategy"] == "baseline"].iloc[0]
 serial = metrics[metrics["strategy"].str.startswith("strategy")]

@@ -142,7 +142,7 @@ print(
 # with its patient; `paper`: a random split of the augmented training set, as the paper did). The test
 # columns are measured once on the un-augmented test images.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 metrics = evaluation.metrics_table(results)
 save_table(metrics, P, "metrics")
 prf = evaluation.prf_table(results)
@@ -218,7 +218,7 @@ plt.show()
 # %% [markdown]
 # ## Reading the results
 
-# %%
+# %% tags=["nbval-ignore-output"]
 best = metrics.sort_values(["val_accuracy", "test_accuracy"], ascending=False).iloc[0]
 top_test = metrics.sort_values(["test_accuracy", "val_accuracy"], ascending=False).iloc[0]
 print(f"best by validation: {best['classifier']} (validation {best['val_accuracy']:.3f}, test {best['test_accuracy']:.3f})")

@@ -113,7 +113,7 @@ results = evaluation.evaluate_detailed(
     label={"strategy": "FuNet", "backbones": BACKBONES, "weights": WEIGHTS, "parts": fusion.label(FUNET_PARTS)},
 )
 
-# %%
+# %% tags=["nbval-ignore-output"]
 metrics = evaluation.metrics_table(results)
 save_table(metrics, P, "metrics")
 classes = results[0].classes
@@ -123,7 +123,7 @@ metrics[["classifier", "val_accuracy", "test_accuracy", "test_accuracy_ci_low", 
 # %% [markdown]
 # ## Fig. 15 analogue: ROC curves (one-vs-rest) and AUC
 
-# %%
+# %% tags=["nbval-ignore-output"]
 auc = evaluation.roc_table(results)
 save_table(auc, P, "roc_auc")
 auc_wide = auc.pivot(index="classifier", columns="curve", values="auc").loc[list(P.classifiers)]
@@ -165,7 +165,7 @@ plt.show()
 #
 # Rows: true grade; columns: predicted grade (test images).
 
-# %%
+# %% tags=["nbval-ignore-output"]
 for r in results:
     cm = evaluation.confusion(r)
     save_table(cm.reset_index(), P, f"confusion_{r.classifier}")
@@ -175,7 +175,7 @@ for r in results:
 # %% [markdown]
 # ## Reading the results
 
-# %%
+# %% tags=["nbval-ignore-output"]
 recall = {r.classifier: evaluation.confusion(r).pipe(lambda m: np.diag(m) / m.sum(axis=1).clip(lower=1)) for r in results}
 for name in P.classifiers:
     row = auc_wide.loc[name]
