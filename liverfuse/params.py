@@ -53,8 +53,9 @@ class Profile:
     """Sizes that trade fidelity for time.
 
     ``quick`` is sized so the whole book builds cold in 15 minutes or less on a 2-core
-    machine. It is a pipeline check: its validation trains on half the training patients per
-    fold, and its 96 px input is far below what ImageNet weights expect. ``paper`` uses the
+    machine, and warm in 3 or less (``benchmarks/bench_book.py`` measures both). It is a
+    pipeline check: its validation trains on half the training patients per fold, and its
+    96 px input is far below what ImageNet weights expect. ``paper`` uses the
     paper's sizes (1665 x 1393 images, 224 px network input, training set x10) and 5 folds.
     """
 
