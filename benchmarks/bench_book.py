@@ -112,7 +112,8 @@ def main() -> None:
     print(f"\nfloat32 matmul after the builds: {rate_after:.0f} GFLOP/s")
     cold = table.loc["eight sections (sum)", "cold"]
     print(f"eight sections cold: {cold / 60:.1f} min (target <= {TARGET_COLD_S // 60}): "
-          f"{'met' if cold <= TARGET_COLD_S else 'NOT met'}")
+          f"{'met' if cold <= TARGET_COLD_S else 'NOT met'}; whole book cold (wall, with the reproduction page): "
+          f"{runs['cold'][0] / 60:.1f} min")
     if "warm" in runs:
         warm = runs["warm"][0]
         print(f"whole book warm (every notebook re-executed on warm caches): {warm / 60:.1f} min "
